@@ -1,0 +1,1 @@
+"""The gateway agent: verifies leases, enforces the quota with a write-ahead journal, rebadges over radios."""

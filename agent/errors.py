@@ -1,0 +1,68 @@
+"""The agent's errors: one root; subclasses carry data as attributes; timeouts are also TimeoutErrors."""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Root of the agent's own errors."""
+
+
+class ConfigError(AgentError):
+    """The configuration cannot be used; the message names the field, the value and what to do."""
+
+
+class LeaseError(AgentError):
+    """A certificate or lease that this gateway must not use; `reason` is a short machine-readable code."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class IdentityError(AgentError):
+    """The gateway key cannot be created or used safely (wrong file mode, unreadable, corrupt)."""
+
+
+class JournalError(AgentError):
+    """The journal cannot be used."""
+
+
+class JournalCorruptError(JournalError):
+    """The journal fails its integrity or hash-chain check; `seq` is the first bad sequence number."""
+
+    def __init__(self, message: str, *, seq: int | None) -> None:
+        super().__init__(message)
+        self.seq = seq
+
+
+class DiskFullError(JournalError):
+    """Too little disk left to journal safely: new scans are refused until space is freed."""
+
+
+class RadioError(AgentError):
+    """A radio failed to reach or talk to a device.
+
+    `sent` tells whether a request may have left the gateway: a rebadge that failed after sending leaves
+    the slot in doubt; one that failed before is released.
+    """
+
+    def __init__(self, message: str, *, sn: str | None = None, sent: bool = False) -> None:
+        super().__init__(message)
+        self.sn = sn
+        self.sent = sent
+
+
+class DeviceNotFoundError(RadioError):
+    """No device with this SN answered on this radio."""
+
+
+class DeviceTimeoutError(RadioError, TimeoutError):
+    """The device did not answer within the named timeout."""
+
+
+class LinkLostError(RadioError):
+    """The connection to the device dropped mid-exchange."""
+
+
+class ProtocolError(RadioError):
+    """The device answered with bytes that are not a valid message."""

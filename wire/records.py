@@ -1,0 +1,109 @@
+"""Journal records, their hash chain, and the batches a gateway sends to the platform."""
+
+from __future__ import annotations
+
+import hashlib
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, Strict
+
+from wire.cbor import dumps
+from wire.errors import MalformedError
+from wire.ids import Pid, Sn
+from wire.strict import decode_model
+
+GENESIS = bytes(32)
+MAX_BATCH_RECORDS = 500
+
+
+class RecordKind(StrEnum):
+    """What happened to a slot."""
+
+    RESERVED = "reserved"
+    CONFIRMED = "confirmed"
+    RELEASED = "released"
+    IN_DOUBT = "in_doubt"
+
+
+class Record(BaseModel):
+    """One state change of one slot; `prev` is the hash of the record before it on this gateway."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
+    gw: str = Field(min_length=1, max_length=64)
+    seq: int = Field(ge=1)
+    prev: bytes = Field(min_length=32, max_length=32)
+    kind: Annotated[RecordKind, Strict(False)]
+    lease_id: str = Field(min_length=1, max_length=16)
+    slot: int = Field(ge=0)
+    sn: Sn
+    old_pid: Pid
+    new_pid: Pid
+    radio: str = Field(min_length=1, max_length=16)
+    at: int = Field(ge=0)
+    reason: str = Field(default="", max_length=200)
+
+    def to_cbor(self) -> bytes:
+        """Deterministic CBOR, the exact bytes that are hashed."""
+        return dumps(self.model_dump(mode="python"))
+
+    def digest(self) -> bytes:
+        """This record's link in the chain: SHA-256 of its CBOR."""
+        return hashlib.sha256(self.to_cbor()).digest()
+
+
+def record_from_cbor(data: bytes) -> Record:
+    """Strictly decode one record."""
+    return decode_model(data, Record, "record")
+
+
+class ChainBreakError(MalformedError):
+    """Records that do not link: `seq` is the first one that does not follow."""
+
+    def __init__(self, message: str, *, seq: int) -> None:
+        super().__init__(message, field="prev")
+        self.seq = seq
+
+
+def check_chain(records: list[Record], prev: bytes, first_seq: int) -> bytes:
+    """Check that `records` follow `prev` at `first_seq` one by one; return the new head."""
+    head = prev
+    for i, rec in enumerate(records):
+        want = first_seq + i
+        if rec.seq != want:
+            raise ChainBreakError(f"record seq {rec.seq} where seq {want} was expected", seq=want)
+        if rec.prev != head:
+            raise ChainBreakError(f"record seq {rec.seq} does not link to the record before it", seq=rec.seq)
+        head = rec.digest()
+    return head
+
+
+class Batch(BaseModel):
+    """Records seq from_seq.. in order, with a checkpoint token signed by the gateway over the last one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    gw: str = Field(min_length=1, max_length=64)
+    from_seq: int = Field(ge=1)
+    records: list[bytes] = Field(min_length=1, max_length=MAX_BATCH_RECORDS)
+    checkpoint: bytes = Field(min_length=1, max_length=2048)
+
+    def to_cbor(self) -> bytes:
+        """Deterministic CBOR for the `records` topic."""
+        return dumps(self.model_dump(mode="python"))
+
+
+def batch_from_cbor(data: bytes) -> Batch:
+    """Strictly decode a batch (its records are decoded one by one by the caller)."""
+    return decode_model(data, Batch, "batch")
+
+
+__all__ = [
+    "GENESIS",
+    "Batch",
+    "ChainBreakError",
+    "Record",
+    "RecordKind",
+    "batch_from_cbor",
+    "check_chain",
+    "record_from_cbor",
+]

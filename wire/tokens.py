@@ -1,0 +1,199 @@
+"""Signed tokens: COSE_Sign1 with EdDSA over Ed25519, the kind bound in the protected header.
+
+Verification order: pick the key by kid from the pinned ring, insist on EdDSA and on the expected kind,
+verify over the exact payload bytes, and only then decode the payload strictly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import StrEnum
+from typing import Any, ClassVar, TypeVar
+
+import cbor2
+from cwt import COSE, COSEKey
+from cwt.exceptions import CWTError
+from pydantic import BaseModel, ConfigDict, Field
+
+from wire.cbor import dumps
+from wire.errors import BadSignatureError, MalformedError, TokenError, UnknownKeyError, WrongKindError
+from wire.ids import Pid, Sn
+from wire.keys import KID_BYTES, KeyRing, PublicKey, SigningKey
+from wire.strict import decode_model
+
+COSE_SIGN1_TAG = 18
+ALG_EDDSA = -8
+HDR_ALG, HDR_CTYPE, HDR_KID = 1, 3, 4
+MAX_TOKEN_BYTES = 2048
+
+
+class Kind(StrEnum):
+    """What a token is; its value is the COSE content type in the protected header."""
+
+    CERTIFICATE = "application/rebadge-certificate+cbor"
+    LEASE = "application/rebadge-lease+cbor"
+    GRANT = "application/rebadge-grant+cbor"
+    CHECKPOINT = "application/rebadge-checkpoint+cbor"
+    ACK = "application/rebadge-ack+cbor"
+
+
+class Payload(BaseModel):
+    """A token payload: short CBOR keys (aliases), unknown or missing fields rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
+    KIND: ClassVar[Kind]
+
+    def to_cbor(self) -> bytes:
+        """The payload in deterministic CBOR with its short keys."""
+        return dumps(self.model_dump(by_alias=True, exclude_none=True))
+
+
+class Certificate(Payload):
+    """A replacement certificate: the platform's approval to rebadge `quantity` units."""
+
+    KIND: ClassVar[Kind] = Kind.CERTIFICATE
+    cert_no: str = Field(alias="no", min_length=1, max_length=12)
+    factory: str = Field(alias="fac", min_length=1, max_length=64)
+    original_pid: Pid = Field(alias="op")
+    new_pid: Pid = Field(alias="np")
+    quantity: int = Field(alias="qty", ge=1, le=10_000_000)
+    protocols: tuple[str, ...] = Field(alias="pr", min_length=1, max_length=3)
+    nbf: int = Field(alias="nbf", ge=0)
+    exp: int = Field(alias="exp", ge=0)
+
+
+class Lease(Payload):
+    """Slots [slot_lo, slot_hi) of a certificate, bound to one gateway's key."""
+
+    KIND: ClassVar[Kind] = Kind.LEASE
+    lease_id: str = Field(alias="id", min_length=1, max_length=10)
+    cert_no: str = Field(alias="c", min_length=1, max_length=12)
+    cert_hash: bytes = Field(alias="ch", min_length=32, max_length=32)
+    original_pid: Pid = Field(alias="op")
+    new_pid: Pid = Field(alias="np")
+    gateway_key: bytes = Field(alias="gk", min_length=32, max_length=32)
+    gateway_kid: bytes = Field(alias="gi", min_length=KID_BYTES, max_length=KID_BYTES)
+    slot_lo: int = Field(alias="lo", ge=0)
+    slot_hi: int = Field(alias="hi", ge=1)
+    exp: int = Field(alias="x", ge=0)
+
+    @property
+    def size(self) -> int:
+        """How many slots the lease holds."""
+        return self.slot_hi - self.slot_lo
+
+
+class Grant(Payload):
+    """A gateway's permission for one device (sn) to take new_pid under one slot of a lease."""
+
+    KIND: ClassVar[Kind] = Kind.GRANT
+    lease_id: str = Field(alias="l", min_length=1, max_length=10)
+    slot: int = Field(alias="s", ge=0)
+    sn: Sn = Field(alias="sn")
+    new_pid: Pid = Field(alias="np")
+    iat: int = Field(alias="t", ge=0)
+
+
+class Checkpoint(Payload):
+    """A gateway's signed statement of its journal head."""
+
+    KIND: ClassVar[Kind] = Kind.CHECKPOINT
+    gw: str = Field(alias="gw", min_length=1, max_length=64)
+    seq: int = Field(alias="seq", ge=0)
+    head: bytes = Field(alias="head", min_length=32, max_length=32)
+    at: int = Field(alias="at", ge=0)
+    counter: int | None = Field(default=None, alias="ctr", ge=0)
+
+
+class Ack(Payload):
+    """The platform's signed receipt of a gateway's journal up to `seq`."""
+
+    KIND: ClassVar[Kind] = Kind.ACK
+    gw: str = Field(alias="gw", min_length=1, max_length=64)
+    seq: int = Field(alias="seq", ge=0)
+    head: bytes = Field(alias="head", min_length=32, max_length=32)
+    at: int = Field(alias="at", ge=0)
+
+
+P = TypeVar("P", bound=Payload)
+
+_COSE = COSE.new(deterministic_header=True)
+
+
+def _cose_key(key: PublicKey | SigningKey) -> Any:
+    if isinstance(key, SigningKey):
+        return COSEKey.new({1: 1, -1: 6, -2: key.public.raw, -4: key.seed, 2: key.kid, 3: ALG_EDDSA})
+    return COSEKey.new({1: 1, -1: 6, -2: key.raw, 2: key.kid, 3: ALG_EDDSA})
+
+
+def sign(payload: Payload, key: SigningKey) -> bytes:
+    """A COSE_Sign1 token of `payload`, signed with `key`; kind, alg and kid in the protected header."""
+    protected = {HDR_ALG: ALG_EDDSA, HDR_CTYPE: payload.KIND.value, HDR_KID: key.kid}
+    return bytes(_COSE.encode(payload.to_cbor(), _cose_key(key), protected=protected, unprotected={}))
+
+
+def token_hash(token: bytes) -> bytes:
+    """SHA-256 of a token's exact bytes (how a lease names its certificate)."""
+    return hashlib.sha256(token).digest()
+
+
+def peek_header(token: bytes) -> dict[int, Any]:
+    """The protected header of a COSE_Sign1 token, unverified: only to choose a key."""
+    if len(token) > MAX_TOKEN_BYTES:
+        raise MalformedError(f"token is {len(token)} bytes, over the {MAX_TOKEN_BYTES}-byte limit", field="token")
+    try:
+        outer = cbor2.loads(token)
+        if not isinstance(outer, cbor2.CBORTag) or outer.tag != COSE_SIGN1_TAG:
+            raise MalformedError("token is not a tagged COSE_Sign1 (tag 18)", field="token")
+        parts = outer.value
+        if not isinstance(parts, list | tuple) or len(parts) != 4 or not isinstance(parts[0], bytes):
+            raise MalformedError("token is not a 4-element COSE_Sign1 array", field="token")
+        header = cbor2.loads(parts[0])
+    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise MalformedError(f"token is not valid CBOR ({exc})", field="token") from exc
+    if not isinstance(header, dict):
+        raise MalformedError("token's protected header is not a map", field="token")
+    return header
+
+
+def verify(token: bytes, cls: type[P], ring: KeyRing) -> P:
+    """Verify `token` as a `cls` signed by a key in `ring`, then decode its payload strictly."""
+    kind = cls.KIND.value
+    header = peek_header(token)
+    kid = header.get(HDR_KID)
+    if not isinstance(kid, bytes):
+        raise MalformedError("token has no key id (kid) in its protected header", field="kid")
+    key = ring.get(kid)
+    if key is None:
+        raise UnknownKeyError(f"{cls.__name__.lower()} is signed by unknown key {kid.hex()}", kind=kind, kid=kid)
+    if header.get(HDR_ALG) != ALG_EDDSA:
+        raise BadSignatureError(f"algorithm {header.get(HDR_ALG)!r} is not EdDSA", kind=kind, kid=kid)
+    if header.get(HDR_CTYPE) != kind:
+        raise WrongKindError(f"expected a {kind}, got {header.get(HDR_CTYPE)!r}", kind=kind, kid=kid)
+    try:
+        payload = _COSE.decode(token, _cose_key(key))
+    except CWTError as exc:
+        raise BadSignatureError(
+            f"{cls.__name__.lower()} signature does not verify with key {kid.hex()}", kind=kind, kid=kid
+        ) from exc
+    return decode_payload(bytes(payload), cls)
+
+
+def decode_payload(data: bytes, cls: type[P]) -> P:
+    """Strictly decode a payload whose signature has already been verified."""
+    return decode_model(data, cls, cls.__name__.lower())
+
+
+__all__ = [
+    "Ack",
+    "Certificate",
+    "Checkpoint",
+    "Grant",
+    "Kind",
+    "Lease",
+    "Payload",
+    "TokenError",
+    "sign",
+    "token_hash",
+    "verify",
+]
