@@ -191,9 +191,28 @@ __all__ = [
     "Grant",
     "Kind",
     "Lease",
+    "LeaseBundle",
     "Payload",
     "TokenError",
+    "decode_bundle",
     "sign",
     "token_hash",
     "verify",
 ]
+
+
+class LeaseBundle(BaseModel):
+    """What a lease file (or a `res/lease` answer) holds: the lease and the certificate it names."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    lease: bytes = Field(min_length=1, max_length=MAX_TOKEN_BYTES)
+    certificate: bytes = Field(min_length=1, max_length=MAX_TOKEN_BYTES)
+
+    def to_cbor(self) -> bytes:
+        """Deterministic CBOR of the bundle."""
+        return dumps(self.model_dump(mode="python"))
+
+
+def decode_bundle(data: bytes) -> LeaseBundle:
+    """A lease file's bytes as a bundle (the tokens inside are verified by the caller)."""
+    return decode_model(data, LeaseBundle, "lease file")
