@@ -1,0 +1,87 @@
+"""Checks of a certificate and lease before the gateway uses them: kind, kid, signature, binding, window, hash."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeVar
+
+from agent.errors import LeaseError
+from wire.errors import BadSignatureError, MalformedError, UnknownKeyError, WireError, WrongKindError
+from wire.keys import KeyRing, PublicKey
+from wire.tokens import Certificate, Lease, LeaseBundle, decode_bundle, token_hash, verify
+
+T = TypeVar("T", Lease, Certificate)
+
+
+@dataclass(frozen=True)
+class CheckedLease:
+    """A lease and its certificate that passed every check, with their exact tokens."""
+
+    lease: Lease
+    lease_token: bytes
+    cert: Certificate
+    cert_token: bytes
+
+
+def _verify(token: bytes, cls: type[T], issuers: KeyRing) -> T:
+    what = cls.__name__.lower()
+    try:
+        return verify(token, cls, issuers)
+    except UnknownKeyError as exc:
+        raise LeaseError(
+            f"{what} is signed by key {exc.kid.hex() if exc.kid else '?'}, which this gateway does not pin; "
+            "check trust.issuer_keys",
+            reason="unknown_key",
+        ) from exc
+    except WrongKindError as exc:
+        raise LeaseError(f"not a {what}: {exc}", reason="wrong_kind") from exc
+    except BadSignatureError as exc:
+        raise LeaseError(f"{what} signature is forged or damaged: {exc}", reason="bad_signature") from exc
+    except MalformedError as exc:
+        raise LeaseError(f"{what} is malformed: {exc}", reason="malformed") from exc
+
+
+def check_lease(
+    lease_token: bytes, cert_token: bytes, issuers: KeyRing, gateway: PublicKey, now: float
+) -> CheckedLease:
+    """Verify both tokens and every binding between them and this gateway, at time `now`."""
+    cert = _verify(cert_token, Certificate, issuers)
+    lease = _verify(lease_token, Lease, issuers)
+    if lease.cert_hash != token_hash(cert_token) or lease.cert_no != cert.cert_no:
+        raise LeaseError(
+            f"lease {lease.lease_id} names certificate {lease.cert_no} but not this certificate "
+            f"({cert.cert_no}); load the certificate the platform issued with it",
+            reason="certificate_mismatch",
+        )
+    if (lease.original_pid, lease.new_pid) != (cert.original_pid, cert.new_pid):
+        raise LeaseError(f"lease {lease.lease_id} PIDs differ from its certificate's", reason="certificate_mismatch")
+    if lease.gateway_key != gateway.raw or lease.gateway_kid != gateway.kid:
+        raise LeaseError(
+            f"lease {lease.lease_id} belongs to gateway {lease.gateway_kid.hex()}, not this one ({gateway.kid.hex()}); "
+            "request a lease for this gateway",
+            reason="wrong_gateway",
+        )
+    if not 0 <= lease.slot_lo < lease.slot_hi <= cert.quantity:
+        raise LeaseError(f"lease {lease.lease_id} slots lie outside its certificate", reason="certificate_mismatch")
+    _check_window(lease, cert, now)
+    return CheckedLease(lease, lease_token, cert, cert_token)
+
+
+def _check_window(lease: Lease, cert: Certificate, now: float) -> None:
+    if now < cert.nbf:
+        raise LeaseError(f"certificate {cert.cert_no} is not valid before {cert.nbf}", reason="not_yet_valid")
+    if now >= cert.exp:
+        raise LeaseError(f"certificate {cert.cert_no} expired at {cert.exp}", reason="expired")
+    if now >= lease.exp:
+        raise LeaseError(
+            f"lease {lease.lease_id} expired at {lease.exp}; request a new lease from the platform", reason="expired"
+        )
+
+
+def check_bundle(data: bytes, issuers: KeyRing, gateway: PublicKey, now: float) -> CheckedLease:
+    """A lease file's bytes, fully checked."""
+    try:
+        bundle: LeaseBundle = decode_bundle(data)
+    except WireError as exc:
+        raise LeaseError(f"not a lease file: {exc}", reason="malformed") from exc
+    return check_lease(bundle.lease, bundle.certificate, issuers, gateway, now)

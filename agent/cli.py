@@ -1,0 +1,128 @@
+"""`rebadge agent ...`: run the gateway agent, load leases, inspect the journal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from agent.certs.identity import GatewayIdentity
+from agent.config import AgentConfig, load_config
+from agent.console import ScanConsole
+from agent.errors import AgentError
+from agent.service import AgentService, load_lease_file, open_journal
+from wire.topics import ScanEvent
+
+CONFIG_OPTION = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    envvar="REBADGE_CONFIG",
+    help="Agent config file (TOML). Default: built-in defaults plus REBADGE_* environment overrides.",
+)
+EXAMPLE_CONFIG = Path(__file__).with_name("agent.example.toml")
+
+
+def _config(path: Path | None) -> AgentConfig:
+    try:
+        return load_config(path)
+    except AgentError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group()
+def group() -> None:
+    """Run the gateway agent and manage its journal and leases."""
+
+
+@group.command("run")
+@CONFIG_OPTION
+@click.option("--console/--no-console", default=True, help="Show one line per scan on this terminal.")
+def run_cmd(config_path: Path | None, console: bool) -> None:
+    """Run the agent until SIGTERM or Ctrl-C (systemd: Type=notify, WatchdogSec)."""
+    config = _config(config_path)
+    screen = ScanConsole() if console else None
+
+    async def show(event: ScanEvent) -> None:
+        if screen is not None:
+            screen.show(event)
+
+    async def main() -> None:
+        service = AgentService(config, on_event=show, notify_socket=os.environ.get("NOTIFY_SOCKET"))
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await service.run()
+
+    try:
+        asyncio.run(main())
+    except AgentError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@group.command("init")
+@CONFIG_OPTION
+def init_cmd(config_path: Path | None) -> None:
+    """Create the gateway key (if missing) and print the gateway id and public key for enrolment."""
+    config = _config(config_path)
+    try:
+        identity = GatewayIdentity.load_or_create(config.gateway.state_dir)
+    except AgentError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps({"gw": identity.gw, "public_key": identity.public.raw.hex()}))
+
+
+@group.command("load-lease")
+@CONFIG_OPTION
+@click.argument("lease_file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+def load_lease_cmd(config_path: Path | None, lease_file: Path) -> None:
+    """Check a lease file from the platform (air-gapped lines) and store it in the journal."""
+    config = _config(config_path)
+    try:
+        checked = asyncio.run(load_lease_file(config, lease_file.read_bytes()))
+    except AgentError as exc:
+        raise click.ClickException(f"{lease_file}: {exc}") from exc
+    lease = checked.lease
+    click.echo(
+        f"lease {lease.lease_id} loaded: certificate {lease.cert_no}, {lease.original_pid} -> {lease.new_pid}, "
+        f"slots {lease.slot_lo}..{lease.slot_hi - 1} ({lease.size}), expires {lease.exp}"
+    )
+
+
+@group.command("status")
+@CONFIG_OPTION
+def status_cmd(config_path: Path | None) -> None:
+    """Print the journal's head, acked sequence and each certificate's counts as JSON."""
+    config = _config(config_path)
+
+    async def read() -> dict[str, object]:
+        identity = GatewayIdentity.load_or_create(config.gateway.state_dir)
+        journal = await open_journal(config, identity)
+        try:
+            seq, head = await journal.head()
+            certs = {c: vars(await journal.counts(c)) for c in await journal.cert_nos()}
+            return {"gw": identity.gw, "seq": seq, "head": head.hex(), "acked": await journal.acked(), "certs": certs}
+        finally:
+            await journal.close()
+
+    try:
+        click.echo(json.dumps(asyncio.run(read()), indent=2))
+    except AgentError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@group.command("config-example")
+def config_example_cmd() -> None:
+    """Print a commented example config file."""
+    sys.stdout.write(EXAMPLE_CONFIG.read_text())

@@ -1,0 +1,171 @@
+"""The agent's run loop: builds the parts from the config, runs them in one TaskGroup, talks to systemd."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
+
+from agent.certs.identity import GatewayIdentity
+from agent.certs.leases import CheckedLease, check_bundle
+from agent.config import AgentConfig
+from agent.errors import ConfigError
+from agent.journal import Journal
+from agent.line import Line
+from agent.radios.base import Radio
+from agent.radios.registry import create_radio
+from agent.scanner import run_scanners
+from agent.systemd_notify import Notifier
+from agent.uplink import Uplink
+from wire.keys import KeyRing, PublicKey
+from wire.tokens import Checkpoint, sign
+from wire.topics import ScanCommand, ScanEvent
+
+log = logging.getLogger(__name__)
+
+JOURNAL_FILE = "journal.sqlite"
+WATCHDOG_PERIOD_S = 10.0
+HEALTH_PERIOD_S = 30.0
+
+
+def agent_version() -> str:
+    """The installed rebadge version."""
+    try:
+        return version("rebadge")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def pinned_issuers(config: AgentConfig) -> KeyRing:
+    """The issuer keys from the config; an empty set is a configuration error."""
+    if not config.trust.issuer_keys:
+        raise ConfigError(
+            "trust.issuer_keys is empty: pin the platform's issuer key (printed by 'rebadge cloud init') "
+            "in the config file or REBADGE_TRUST__ISSUER_KEYS"
+        )
+    return KeyRing([PublicKey(bytes.fromhex(k)) for k in config.trust.issuer_keys])
+
+
+async def open_journal(config: AgentConfig, identity: GatewayIdentity) -> Journal:
+    """The journal in the state directory, checked at open."""
+    return await Journal.open(
+        config.gateway.state_dir / JOURNAL_FILE, identity.gw, min_free_bytes=config.journal.min_free_mb * 2**20
+    )
+
+
+async def load_lease_file(config: AgentConfig, data: bytes) -> CheckedLease:
+    """Check a lease file against this gateway and store it in the journal."""
+    identity = GatewayIdentity.load_or_create(config.gateway.state_dir)
+    checked = check_bundle(data, pinned_issuers(config), identity.public, time.time())
+    journal = await open_journal(config, identity)
+    try:
+        await journal.add_lease(checked.lease, checked.lease_token, checked.cert, checked.cert_token)
+    finally:
+        await journal.close()
+    return checked
+
+
+class AgentService:
+    """One gateway agent: journal, radios, line, uplink, scanners."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        radios: Sequence[Radio] | None = None,
+        on_event: Callable[[ScanEvent], Awaitable[None]] | None = None,
+        notify_socket: str | None = None,
+    ) -> None:
+        self.config = config
+        self.identity = GatewayIdentity.load_or_create(config.gateway.state_dir)
+        self.issuers = pinned_issuers(config)
+        self._radios = list(radios) if radios is not None else None
+        self._on_event = on_event
+        self._notifier = Notifier(notify_socket)
+        self.ready = asyncio.Event()
+        self.line: Line | None = None
+        self.uplink: Uplink | None = None
+        self.journal: Journal | None = None
+
+    @property
+    def gw(self) -> str:
+        """This gateway's id."""
+        return self.identity.gw
+
+    async def run(self) -> None:
+        """Run until cancelled; a broken journal stops it before anything else starts."""
+        journal = await open_journal(self.config, self.identity)
+        self.journal = journal
+        radios = self._radios or [create_radio(k, self.config) for k in self.config.line.radios]
+        try:
+            for attempt in await journal.recover():
+                log.warning("%s: slot %d left in doubt by a restart; rescan to settle", attempt.sn, attempt.slot)
+            await self._run_parts(journal, radios)
+        finally:
+            for radio in radios:
+                with contextlib.suppress(Exception):
+                    await radio.stop()
+            await journal.close()
+            self._notifier.send(STOPPING="1")
+
+    async def _run_parts(self, journal: Journal, radios: list[Radio]) -> None:
+        uplink = Uplink(
+            self.config.mqtt, self.gw, journal, sign_checkpoint=self._sign_checkpoint, issuers=self.issuers,
+            name=self.config.gateway.name, version=agent_version(),
+            on_scan=self._on_scan_command if self.config.scanner.mqtt else None,
+        )  # fmt: skip
+        self.uplink = uplink
+        self.line = Line(
+            journal, radios, self.identity, self.issuers, self.config.line, debug=self.config.debug,
+            on_event=self._publish_event, on_progress=uplink.publish_progress, on_records=uplink.records_changed,
+        )  # fmt: skip
+        for radio in radios:
+            await radio.start()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(uplink.run(), name="uplink")
+            await run_scanners(self.config.scanner, self.scan, tg)
+            tg.create_task(self._watchdog(), name="watchdog")
+            tg.create_task(self._health(journal, uplink), name="health")
+            for cert_no in await journal.cert_nos():
+                await uplink.publish_progress(await self.line.progress(cert_no))
+            self._notifier.send(READY="1", STATUS=f"gateway {self.gw} ready")
+            log.info("gateway %s (%s) ready: radios %s", self.gw, self.config.gateway.name,
+                     ", ".join(r.kind.value for r in radios))  # fmt: skip
+            self.ready.set()
+
+    async def scan(self, sn: str, request_id: str | None = None) -> ScanEvent:
+        """Rebadge one SN (from any scanner)."""
+        assert self.line is not None, "scan() before run() started the line"
+        return await self.line.scan(sn, request_id)
+
+    async def _on_scan_command(self, cmd: ScanCommand) -> None:
+        await self.scan(cmd.sn, cmd.id)
+
+    async def _publish_event(self, event: ScanEvent) -> None:
+        assert self.uplink is not None
+        await self.uplink.publish_event(event)
+        if self._on_event is not None:
+            await self._on_event(event)
+
+    def _sign_checkpoint(self, seq: int, head: bytes) -> bytes:
+        return sign(Checkpoint(gw=self.gw, seq=seq, head=head, at=int(time.time())), self.identity.key)
+
+    async def _watchdog(self) -> None:
+        while True:
+            self._notifier.send(WATCHDOG="1")
+            await asyncio.sleep(WATCHDOG_PERIOD_S)
+
+    async def _health(self, journal: Journal, uplink: Uplink) -> None:
+        while True:
+            seq, _ = await journal.head()
+            disk = shutil.disk_usage(self.config.gateway.state_dir)
+            await uplink.publish_health({
+                "journal_seq": seq, "acked_seq": await journal.acked(),
+                "disk_free_mb": disk.free // 2**20, "at": int(time.time()), "pid": os.getpid(),
+            })  # fmt: skip
+            await asyncio.sleep(HEALTH_PERIOD_S)
