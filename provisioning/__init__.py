@@ -1,0 +1,1 @@
+"""Technician tools: gateway enrolment and line set-up."""

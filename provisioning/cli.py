@@ -1,0 +1,64 @@
+"""`rebadge provision ...`: write a gateway's config for a line (enrolment with broker certificates: not built)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from wire.device import Radio
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "agent" / "agent.example.toml"
+HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def render_line_config(
+    template: str, *, name: str, state_dir: str, issuer_keys: list[str], host: str, port: int, radios: list[str]
+) -> str:
+    """The example config with this line's values filled in (its comments kept)."""
+    replacements = {
+        'name = "line-1"': f'name = "{name}"',
+        'state_dir = "/var/lib/rebadge"': f'state_dir = "{state_dir}"',
+        "issuer_keys = []": "issuer_keys = [" + ", ".join(f'"{k}"' for k in issuer_keys) + "]",
+        'host = "127.0.0.1"': f'host = "{host}"',
+        "port = 1883": f"port = {port}",
+        'radios = ["wifi"]': "radios = [" + ", ".join(f'"{r}"' for r in radios) + "]",
+    }
+    for old, new in replacements.items():
+        if old not in template:
+            raise click.ClickException(f"the example config no longer contains {old!r}; update provisioning")
+        template = template.replace(old, new, 1)
+    return template
+
+
+@click.group()
+def group() -> None:
+    """Enrol gateways and set up lines."""
+
+
+@group.command("line-config")
+@click.option("--name", required=True, help="Line name shown on dashboards, e.g. 'hall2-line3'.")
+@click.option("--issuer-key", "issuer_keys", multiple=True, required=True, help="Platform issuer key (64 hex).")
+@click.option("--mqtt-host", default="127.0.0.1", show_default=True)
+@click.option("--mqtt-port", default=1883, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--state-dir", default="/var/lib/rebadge", show_default=True)
+@click.option("--radios", default="wifi", show_default=True, help="Comma-separated: wifi, ble, zigbee.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="Config file to write.")
+def line_config_cmd(
+    name: str, issuer_keys: tuple[str, ...], mqtt_host: str, mqtt_port: int, state_dir: str, radios: str, out: Path
+) -> None:
+    """Write a commented agent config for one line."""
+    for key in issuer_keys:
+        if not HEX_KEY.fullmatch(key):
+            raise click.BadParameter(f"{key!r} is not 64 hex characters", param_hint="--issuer-key")
+    radio_list = [r.strip() for r in radios.split(",") if r.strip()]
+    for r in radio_list:
+        if r not in {k.value for k in Radio}:
+            raise click.BadParameter(f"{r!r} is not one of wifi, ble, zigbee", param_hint="--radios")
+    text = render_line_config(
+        EXAMPLE.read_text(), name=name, state_dir=state_dir, issuer_keys=list(issuer_keys),
+        host=mqtt_host, port=mqtt_port, radios=radio_list,
+    )  # fmt: skip
+    out.write_text(text)
+    click.echo(f"wrote {out}; check it with: rebadge agent status -c {out}")
