@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 from enum import StrEnum
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import cbor2
 from cwt import COSE, COSEKey
 from cwt.exceptions import CWTError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from wire.cbor import dumps
 from wire.errors import BadSignatureError, MalformedError, TokenError, UnknownKeyError, WrongKindError
@@ -21,6 +21,7 @@ from wire.ids import Pid, Sn
 from wire.keys import KID_BYTES, KeyRing, PublicKey, SigningKey
 from wire.strict import decode_model
 
+ProtocolName = Literal["wifi", "ble", "zigbee"]
 COSE_SIGN1_TAG = 18
 ALG_EDDSA = -8
 HDR_ALG, HDR_CTYPE, HDR_KID = 1, 3, 4
@@ -57,7 +58,9 @@ class Certificate(Payload):
     original_pid: Pid = Field(alias="op")
     new_pid: Pid = Field(alias="np")
     quantity: int = Field(alias="qty", ge=1, le=10_000_000)
-    protocols: tuple[str, ...] = Field(alias="pr", min_length=1, max_length=3)
+    protocols: Annotated[tuple[ProtocolName, ...], Strict(False)] = Field(
+        alias="pr", min_length=1, max_length=3
+    )
     nbf: int = Field(alias="nbf", ge=0)
     exp: int = Field(alias="exp", ge=0)
 
