@@ -23,7 +23,8 @@ class Issuer:
         return KeyRing([self.key.public])
 
     def certificate(
-        self, quantity: int = 10, *, cert_no: str = "RC000001", protocols: tuple[ProtocolName, ...] = ("wifi", "ble", "zigbee"),
+        self, quantity: int = 10, *, cert_no: str = "RC000001",
+        protocols: tuple[ProtocolName, ...] = ("wifi", "ble", "zigbee"),
         nbf: int | None = None, exp: int | None = None, original_pid: str = ORIGINAL_PID, new_pid: str = NEW_PID,
     ) -> tuple[Certificate, bytes]:  # fmt: skip
         now = int(time.time())
