@@ -114,7 +114,8 @@ def request_id_of(data: bytes) -> int | None:
         value = loads_map(data, "message").get("id")
     except MalformedError:
         return None
-    return value if isinstance(value, int) and 0 <= value < 2**32 else None
+    # type(), not isinstance(): a CBOR `true` decodes to a bool, which is an int to Python but not an id.
+    return value if type(value) is int and 0 <= value < 2**32 else None
 
 
 def decode_info(data: bytes) -> InfoResponse:

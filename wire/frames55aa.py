@@ -52,14 +52,27 @@ class Decoder:
     def __init__(self) -> None:
         self._buf = bytearray()
         self.skipped = 0
+        self._error: FrameError | None = None
 
     def feed(self, data: bytes) -> list[Frame]:
         """Add bytes; return the frames they complete. A frame with a bad CRC or suffix raises FrameError."""
         self._buf += data
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
         frames: list[Frame] = []
-        while (frame := self._next()) is not None:
+        while True:
+            try:
+                frame = self._next()
+            except FrameError as exc:
+                if not frames:
+                    raise
+                # Good frames ahead of a bad one in the same chunk are returned; the next call raises the error.
+                self._error = exc
+                return frames
+            if frame is None:
+                return frames
             frames.append(frame)
-        return frames
 
     def _next(self) -> Frame | None:
         start = self._buf.find(PREFIX)

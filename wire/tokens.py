@@ -15,7 +15,7 @@ from cwt import COSE, COSEKey
 from cwt.exceptions import CWTError
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
-from wire.cbor import dumps
+from wire.cbor import DECODE_ERRORS, dumps
 from wire.errors import BadSignatureError, MalformedError, TokenError, UnknownKeyError, WrongKindError
 from wire.ids import Pid, Sn
 from wire.keys import KID_BYTES, KeyRing, PublicKey, SigningKey
@@ -26,6 +26,10 @@ COSE_SIGN1_TAG = 18
 ALG_EDDSA = -8
 HDR_ALG, HDR_CTYPE, HDR_KID = 1, 3, 4
 MAX_TOKEN_BYTES = 2048
+# Slots and times in a lease or grant are u32 (seconds last to 2106), which keeps both inside their size budget.
+UINT32_END = 2**32
+# Certificate numbers and lease ids are ASCII and topic-safe: they go into MQTT topics and firmware buffers.
+ID_PATTERN = r"^[0-9A-Za-z._-]+$"
 
 
 class Kind(StrEnum):
@@ -53,14 +57,12 @@ class Certificate(Payload):
     """A replacement certificate: the platform's approval to rebadge `quantity` units."""
 
     KIND: ClassVar[Kind] = Kind.CERTIFICATE
-    cert_no: str = Field(alias="no", min_length=1, max_length=12)
+    cert_no: str = Field(alias="no", min_length=1, max_length=12, pattern=ID_PATTERN)
     factory: str = Field(alias="fac", min_length=1, max_length=64)
     original_pid: Pid = Field(alias="op")
     new_pid: Pid = Field(alias="np")
     quantity: int = Field(alias="qty", ge=1, le=10_000_000)
-    protocols: Annotated[tuple[ProtocolName, ...], Strict(False)] = Field(
-        alias="pr", min_length=1, max_length=3
-    )
+    protocols: Annotated[tuple[ProtocolName, ...], Strict(False)] = Field(alias="pr", min_length=1, max_length=3)
     nbf: int = Field(alias="nbf", ge=0)
     exp: int = Field(alias="exp", ge=0)
 
@@ -69,16 +71,16 @@ class Lease(Payload):
     """Slots [slot_lo, slot_hi) of a certificate, bound to one gateway's key."""
 
     KIND: ClassVar[Kind] = Kind.LEASE
-    lease_id: str = Field(alias="id", min_length=1, max_length=10)
-    cert_no: str = Field(alias="c", min_length=1, max_length=12)
+    lease_id: str = Field(alias="id", min_length=1, max_length=10, pattern=ID_PATTERN)
+    cert_no: str = Field(alias="c", min_length=1, max_length=12, pattern=ID_PATTERN)
     cert_hash: bytes = Field(alias="ch", min_length=32, max_length=32)
     original_pid: Pid = Field(alias="op")
     new_pid: Pid = Field(alias="np")
     gateway_key: bytes = Field(alias="gk", min_length=32, max_length=32)
     gateway_kid: bytes = Field(alias="gi", min_length=KID_BYTES, max_length=KID_BYTES)
-    slot_lo: int = Field(alias="lo", ge=0)
-    slot_hi: int = Field(alias="hi", ge=1)
-    exp: int = Field(alias="x", ge=0)
+    slot_lo: int = Field(alias="lo", ge=0, lt=UINT32_END)
+    slot_hi: int = Field(alias="hi", ge=1, lt=UINT32_END)
+    exp: int = Field(alias="x", ge=0, lt=UINT32_END)
 
     @property
     def size(self) -> int:
@@ -90,11 +92,11 @@ class Grant(Payload):
     """A gateway's permission for one device (sn) to take new_pid under one slot of a lease."""
 
     KIND: ClassVar[Kind] = Kind.GRANT
-    lease_id: str = Field(alias="l", min_length=1, max_length=10)
-    slot: int = Field(alias="s", ge=0)
+    lease_id: str = Field(alias="l", min_length=1, max_length=10, pattern=ID_PATTERN)
+    slot: int = Field(alias="s", ge=0, lt=UINT32_END)
     sn: Sn = Field(alias="sn")
     new_pid: Pid = Field(alias="np")
-    iat: int = Field(alias="t", ge=0)
+    iat: int = Field(alias="t", ge=0, lt=UINT32_END)
 
 
 class Checkpoint(Payload):
@@ -142,21 +144,46 @@ def token_hash(token: bytes) -> bytes:
 
 def peek_header(token: bytes) -> dict[int, Any]:
     """The protected header of a COSE_Sign1 token, unverified: only to choose a key."""
+    parts = _sign1_parts(token)
+    try:
+        header = cbor2.loads(parts[0])
+    except DECODE_ERRORS as exc:
+        raise MalformedError(f"token's protected header is not valid CBOR ({exc})", field="token") from exc
+    if not isinstance(header, dict):
+        raise MalformedError("token's protected header is not a map", field="token")
+    return header
+
+
+def _sign1_parts(token: bytes) -> list[Any]:
+    """[protected, unprotected, payload, signature] of a token whose envelope is deterministic CBOR.
+
+    The exact bytes matter (a lease names its certificate by hash, a device compares receipts), so a token with
+    trailing bytes, long-form lengths or anything in the unprotected header is refused rather than tolerated.
+    """
     if len(token) > MAX_TOKEN_BYTES:
         raise MalformedError(f"token is {len(token)} bytes, over the {MAX_TOKEN_BYTES}-byte limit", field="token")
     try:
         outer = cbor2.loads(token)
-        if not isinstance(outer, cbor2.CBORTag) or outer.tag != COSE_SIGN1_TAG:
-            raise MalformedError("token is not a tagged COSE_Sign1 (tag 18)", field="token")
-        parts = outer.value
-        if not isinstance(parts, list | tuple) or len(parts) != 4 or not isinstance(parts[0], bytes):
-            raise MalformedError("token is not a 4-element COSE_Sign1 array", field="token")
-        header = cbor2.loads(parts[0])
-    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+    except DECODE_ERRORS as exc:
         raise MalformedError(f"token is not valid CBOR ({exc})", field="token") from exc
-    if not isinstance(header, dict):
-        raise MalformedError("token's protected header is not a map", field="token")
-    return header
+    if not isinstance(outer, cbor2.CBORTag) or outer.tag != COSE_SIGN1_TAG:
+        raise MalformedError("token is not a tagged COSE_Sign1 (tag 18)", field="token")
+    parts = outer.value
+    if (
+        not isinstance(parts, list | tuple)
+        or len(parts) != 4
+        or [type(p) for p in parts] != [bytes, dict, bytes, bytes]
+    ):
+        raise MalformedError(
+            "token is not a COSE_Sign1 array [protected, unprotected, payload, signature]", field="token"
+        )
+    if parts[1]:
+        raise MalformedError(
+            "token's unprotected header is not empty; everything belongs in the protected one", field="token"
+        )
+    if dumps(cbor2.CBORTag(COSE_SIGN1_TAG, list(parts))) != token:
+        raise MalformedError("token is not in deterministic CBOR or has trailing bytes", field="token")
+    return list(parts)
 
 
 def verify(token: bytes, cls: type[P], ring: KeyRing) -> P:

@@ -87,7 +87,7 @@ def gw_of(topic: str) -> str:
     parts = topic.split("/")
     if len(parts) < 4 or "/".join(parts[:3]) != f"{BASE}/gw":
         raise ValueError(f"topic {topic!r} is not under {BASE}/gw/")
-    return parts[3]
+    return _safe(parts[3], "gateway id")
 
 
 class Result(StrEnum):
