@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agent.errors import ConfigError
 from wire.device import Radio
+from wire.ids import Sn
 
 ENV_PREFIX = "REBADGE_"
 
@@ -87,6 +88,14 @@ class LineConfig(_Section):
     max_in_flight: int = Field(default=8, ge=1, le=256)
 
 
+class StaticWifiDevice(_Section):
+    """A Wi-Fi device at a known address, reached without waiting for its announcement."""
+
+    sn: Sn
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(default=6668, ge=1, le=65535)
+
+
 class WifiConfig(_Section):
     """Wi-Fi goods: UDP discovery and TCP 55AA frames."""
 
@@ -96,6 +105,11 @@ class WifiConfig(_Section):
     ap_mode: bool = Field(default=False, description="Join each device's access point (NetworkManager).")
     ap_ssid_prefix: str = "rebadge-"
     ap_device_address: str = "192.168.4.1"
+    announce_ttl_s: float = Field(default=30.0, gt=0, description="An announcement older than this is stale.")
+    static_devices: tuple[StaticWifiDevice, ...] = Field(default=(), description="Devices at known addresses.")
+    ap_interface: str | None = Field(default=None, description="Wi-Fi interface for AP mode; None: nmcli picks.")
+    ap_password: str | None = Field(default=None, description="WPA key of the devices' access points, if any.")
+    ap_join_timeout_s: float = Field(default=30.0, gt=0, description="Bound on one nmcli join.")
 
 
 class BleConfig(_Section):

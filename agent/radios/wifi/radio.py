@@ -1,0 +1,140 @@
+"""The Wi-Fi radio: finds goods by their UDP announcements (or a static address, or their access point) and
+talks to them over TCP in 55AA frames."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+from agent.config import WifiConfig
+from agent.errors import DeviceNotFoundError
+from agent.radios.base import Radio
+from agent.radios.wifi.ap import join_access_point
+from agent.radios.wifi.discovery import DeviceTable, DiscoveryProtocol, Sighting
+from agent.radios.wifi.link import WifiLink
+from wire.device import Radio as RadioKind
+from wire.errors import MalformedError
+from wire.ids import check_sn
+
+log = logging.getLogger(__name__)
+
+
+class WifiRadio(Radio):
+    """Wi-Fi goods: UDP discovery, TCP links, optional AP mode through NetworkManager."""
+
+    kind = RadioKind.WIFI
+
+    def __init__(
+        self,
+        config: WifiConfig,
+        *,
+        static_devices: Mapping[str, tuple[str, int]] | None = None,
+        nmcli: str = "nmcli",
+    ) -> None:
+        self.config = config
+        self.table = DeviceTable(config.announce_ttl_s)
+        self._static = {d.sn: (d.host, d.port) for d in config.static_devices}
+        self._static.update(static_devices or {})
+        self._nmcli = nmcli
+        self._transport: asyncio.DatagramTransport | None = None
+        self._links: set[WifiLink] = set()
+        # Joining one access point leaves the previous one: AP mode reaches one device at a time.
+        self._ap_lock = asyncio.Lock()
+
+    @property
+    def discovery_address(self) -> tuple[str, int] | None:
+        """Where the discovery listener is bound, once started."""
+        if self._transport is None:
+            return None
+        host, port = self._transport.get_extra_info("sockname")[:2]
+        return str(host), int(port)
+
+    async def start(self) -> None:
+        """Listen for announcements (not in AP mode: there is no shared network to announce on)."""
+        if self.config.ap_mode or self._transport is not None:
+            return
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: DiscoveryProtocol(self.table),
+            local_addr=(self.config.bind_address, self.config.discovery_port),
+        )
+        self._transport = transport
+        log.info("wifi: listening for announcements on %s:%d", *self.discovery_address or ("?", 0))
+
+    async def stop(self) -> None:
+        """Stop listening, fail pending waits and close every open link."""
+        self.table.close()
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        for link in list(self._links):
+            await link.close()
+
+    async def knows(self, sn: str) -> bool:
+        """Whether the device is at a static address or announced itself within the TTL."""
+        return sn in self._static or self.table.fresh(sn) is not None
+
+    def sightings(self) -> list[Sighting]:
+        """Devices announced within the TTL."""
+        return self.table.sightings()
+
+    async def open(self, sn: str, timeout: float) -> WifiLink:
+        """Find the device and connect to it within `timeout`; DeviceNotFoundError otherwise."""
+        try:
+            check_sn(sn)
+        except MalformedError as exc:
+            raise DeviceNotFoundError(f"wifi: {exc}", sn=sn) from exc
+        if self.config.ap_mode:
+            return await self._open_ap(sn, timeout)
+        stage = "waiting for its announcement"
+        try:
+            async with asyncio.timeout(timeout):
+                host, port = await self._address_of(sn)
+                stage = f"connecting to {host}:{port}"
+                return await self._connect(sn, host, port)
+        except TimeoutError as exc:
+            raise DeviceNotFoundError(f"wifi: device {sn} not reached within {timeout}s ({stage})", sn=sn) from exc
+
+    async def _address_of(self, sn: str) -> tuple[str, int]:
+        if sn in self._static:
+            return self._static[sn]
+        if self._transport is None:
+            raise DeviceNotFoundError(f"wifi: device {sn}: the radio is not started (call start())", sn=sn)
+        try:
+            seen = await self.table.wait_for(sn)
+        except ConnectionAbortedError as exc:
+            raise DeviceNotFoundError(f"wifi: device {sn}: the radio stopped while waiting", sn=sn) from exc
+        return seen.ip, seen.port
+
+    async def _connect(self, sn: str, host: str, port: int, release_ap: bool = False) -> WifiLink:
+        link: WifiLink
+
+        def forget() -> None:
+            self._links.discard(link)
+            if release_ap:
+                self._ap_lock.release()
+
+        link = WifiLink(sn, host, port, on_close=forget)
+        self._links.add(link)
+        await link.connect()
+        return link
+
+    async def _open_ap(self, sn: str, timeout: float) -> WifiLink:
+        stage = "waiting for the access point of the previous device to be released"
+        locked = False
+        try:
+            async with asyncio.timeout(timeout):
+                await self._ap_lock.acquire()
+                locked = True
+                stage = "joining its access point"
+                await join_access_point(self.config, sn, self._nmcli)
+                stage = "connecting to it"
+                # From here on the link releases the lock when it closes, on every path.
+                locked = False
+                return await self._connect(sn, self.config.ap_device_address, self.config.device_port, True)
+        except TimeoutError as exc:
+            raise DeviceNotFoundError(f"wifi: device {sn} not reached within {timeout}s ({stage})", sn=sn) from exc
+        finally:
+            if locked:
+                self._ap_lock.release()
