@@ -39,6 +39,10 @@ class DiskFullError(JournalError):
     """Too little disk left to journal safely: new scans are refused until space is freed."""
 
 
+class JournalTimeoutError(JournalError, TimeoutError):
+    """A journal read or write did not finish within its named timeout (a stalled disk)."""
+
+
 class RadioError(AgentError):
     """A radio failed to reach or talk to a device.
 

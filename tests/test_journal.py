@@ -1,0 +1,615 @@
+"""The write-ahead journal against real SQLite files: slots, transitions, the hash chain, acks, migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import sqlite3
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from agent.errors import DiskFullError, JournalCorruptError, JournalError
+from agent.journal import SCHEMA_VERSION, Attempt, AttemptState, Counts, Journal, StoredLease
+from wire.keys import KeyRing, SigningKey
+from wire.records import GENESIS, Record, RecordKind, check_chain, record_from_cbor
+from wire.tokens import Certificate, Grant, Lease, sign, token_hash, verify
+
+DATA = Path(__file__).parent / "data"
+ISSUER = SigningKey(bytes([7]) * 32)
+GATEWAY = SigningKey(bytes([8]) * 32)
+GW = "line-1"
+OLD, NEW = "aaaaaaaa", "bbbbbbbb"
+T0 = 1_800_000_000
+FAR = 4_000_000_000
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_lease(
+    lease_id: str, lo: int, hi: int, *, cert_no: str = "C1", exp: int = FAR, quantity: int = 100
+) -> tuple[Lease, bytes, Certificate, bytes]:
+    """A certificate and a lease of it for GATEWAY, both signed by ISSUER."""
+    cert = Certificate(
+        cert_no=cert_no, factory="f1", original_pid=OLD, new_pid=NEW, quantity=quantity, protocols=("wifi",),
+        nbf=0, exp=FAR,
+    )  # fmt: skip
+    cert_token = sign(cert, ISSUER)
+    lease = Lease(
+        lease_id=lease_id, cert_no=cert_no, cert_hash=token_hash(cert_token), original_pid=OLD, new_pid=NEW,
+        gateway_key=GATEWAY.public.raw, gateway_kid=GATEWAY.kid, slot_lo=lo, slot_hi=hi, exp=exp,
+    )  # fmt: skip
+    return lease, sign(lease, ISSUER), cert, cert_token
+
+
+def signer(sn: str, calls: list[tuple[str, int]] | None = None) -> Callable[[str, int], bytes]:
+    """A real grant signer for `sn`, noting each call."""
+
+    def sign_grant(lease_id: str, slot: int) -> bytes:
+        if calls is not None:
+            calls.append((lease_id, slot))
+        return sign(Grant(lease_id=lease_id, slot=slot, sn=sn, new_pid=NEW, iat=T0), GATEWAY)
+
+    return sign_grant
+
+
+async def reserve(journal: Journal, sn: str, cert_no: str = "C1") -> Attempt | None:
+    return await journal.reserve(cert_no, sn, OLD, NEW, "wifi", signer(sn))
+
+
+async def records(journal: Journal) -> list[Record]:
+    return await journal.pending(0, 10_000)
+
+
+async def opened(path: Path, clock: Clock, *leases: tuple[str, int, int], **kw: int) -> Journal:
+    journal = await Journal.open(path, GW, clock=clock, **kw)
+    for lease_id, lo, hi in leases:
+        await journal.add_lease(*make_lease(lease_id, lo, hi))
+    return journal
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "journal.sqlite"
+
+
+def live_slot_dupes(path: Path) -> list[tuple[str, int, int]]:
+    """(lease, slot, n) for every slot more than one live attempt holds, read beside the journal's connection."""
+    with sqlite3.connect(path) as db:
+        return db.execute(
+            "SELECT lease_id, slot, COUNT(*) FROM attempts WHERE state IN ('reserved', 'confirmed', 'in_doubt')"
+            " GROUP BY lease_id, slot HAVING COUNT(*) > 1"
+        ).fetchall()
+
+
+def edit(path: Path, sql: str, params: tuple[object, ...] = ()) -> None:
+    """Change the closed journal file behind the agent's back."""
+    db = sqlite3.connect(path)
+    try:
+        db.execute(sql, params)
+        db.commit()
+    finally:
+        db.close()
+
+
+# -- files and the first open -------------------------------------------------------------------------------------
+
+
+async def test_new_journal_is_private_wal_and_empty(path: Path, clock: Clock) -> None:
+    async with await Journal.open(path, GW, clock=clock) as journal:
+        assert journal.gw == GW
+        assert await journal.head() == (0, GENESIS)
+        assert await journal.acked() == 0
+        assert await journal.pending(0, 10) == []
+        assert await journal.cert_nos() == []
+        assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert journal._db is not None
+        assert list(await journal._db.execute_fetchall("PRAGMA synchronous")) == [(2,)]  # FULL
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+async def test_other_gateways_journal_is_refused(path: Path, clock: Clock) -> None:
+    await (await Journal.open(path, GW, clock=clock)).close()
+    with pytest.raises(JournalError, match="belongs to gateway 'line-1', not 'line-2'"):
+        await Journal.open(path, "line-2", clock=clock)
+
+
+@pytest.fixture
+def junk_file(path: Path) -> Path:
+    path.parent.mkdir(mode=0o700)
+    path.write_bytes(b"this is not sqlite" * 300)
+    return path
+
+
+async def test_file_that_is_not_a_database_is_refused(junk_file: Path, clock: Clock) -> None:
+    with pytest.raises(JournalCorruptError, match="refusing to start") as err:
+        await Journal.open(junk_file, GW, clock=clock)
+    assert err.value.seq is None
+
+
+# -- leases -------------------------------------------------------------------------------------------------------
+
+
+async def test_add_lease_is_idempotent_and_refuses_conflicts(path: Path, clock: Clock) -> None:
+    async with await Journal.open(path, GW, clock=clock) as journal:
+        lease, lease_token, cert, cert_token = make_lease("L1", 0, 5)
+        assert await journal.add_lease(lease, lease_token, cert, cert_token) is True
+        assert await journal.add_lease(lease, lease_token, cert, cert_token) is False
+        other = make_lease("L1", 0, 6)
+        with pytest.raises(JournalError, match="lease L1 is stored already with different bytes"):
+            await journal.add_lease(*other)
+        with pytest.raises(JournalError, match="overlaps active lease L1"):
+            await journal.add_lease(*make_lease("L2", 4, 8))
+        _, _, cert2, cert2_token = make_lease("X", 0, 1, cert_no="C2")
+        with pytest.raises(JournalError, match="names certificate C1, not C2"):
+            await journal.add_lease(lease, lease_token, cert2, cert2_token)
+        with pytest.raises(JournalError, match=r"do not lie inside \[0, 10\)"):
+            await journal.add_lease(*make_lease("L3", 8, 12, quantity=10))
+        stored = await journal.leases("C1")
+    assert stored == [
+        StoredLease(
+            lease_id="L1",
+            cert_no="C1",
+            original_pid=OLD,
+            new_pid=NEW,
+            slot_lo=0,
+            slot_hi=5,
+            exp=FAR,
+            gateway_kid=GATEWAY.kid,
+            lease_token=lease_token,
+            cert_token=cert_token,
+        )
+    ]
+
+
+# -- reservations and transitions -----------------------------------------------------------------------------------
+
+
+async def test_reserve_then_confirm_writes_two_chained_records(path: Path, clock: Clock) -> None:
+    async with await opened(path, clock, ("L1", 0, 5)) as journal:
+        attempt = await reserve(journal, "SN1000")
+        assert attempt is not None
+        assert (attempt.lease_id, attempt.slot, attempt.state, attempt.cert_no) == (
+            "L1",
+            0,
+            AttemptState.RESERVED,
+            "C1",
+        )
+        grant = verify(attempt.grant, Grant, KeyRing([GATEWAY.public]))
+        assert (grant.lease_id, grant.slot, grant.sn) == ("L1", 0, "SN1000")
+        clock.now += 5
+        done = await journal.confirm(attempt.id)
+        assert done.state is AttemptState.CONFIRMED
+        assert done.at == T0 + 5
+        first, second = await records(journal)
+    assert first == Record(
+        gw=GW, seq=1, prev=GENESIS, kind=RecordKind.RESERVED, lease_id="L1", slot=0, sn="SN1000", old_pid=OLD,
+        new_pid=NEW, radio="wifi", at=T0, reason="",
+    )  # fmt: skip
+    assert (second.seq, second.prev, second.kind, second.at) == (2, first.digest(), RecordKind.CONFIRMED, T0 + 5)
+
+
+async def test_release_and_in_doubt_transitions_and_their_records(path: Path, clock: Clock) -> None:
+    async with await opened(path, clock, ("L1", 0, 5)) as journal:
+        a = await reserve(journal, "SN1000")
+        b = await reserve(journal, "SN1001")
+        assert a is not None
+        assert b is not None
+        released = await journal.release(a.id, "device refused: wrong_pid")
+        doubt = await journal.mark_in_doubt(b.id, "no answer after sending")
+        assert released.state is AttemptState.RELEASED
+        assert released.reason == "device refused: wrong_pid"
+        assert doubt.state is AttemptState.IN_DOUBT
+        settled = await journal.confirm(b.id)  # a rescan found our receipt on the device
+        assert settled.state is AttemptState.CONFIRMED
+        assert settled.reason == ""
+        kinds = [(r.kind, r.sn, r.reason) for r in await records(journal)]
+    assert kinds == [
+        (RecordKind.RESERVED, "SN1000", ""),
+        (RecordKind.RESERVED, "SN1001", ""),
+        (RecordKind.RELEASED, "SN1000", "device refused: wrong_pid"),
+        (RecordKind.IN_DOUBT, "SN1001", "no answer after sending"),
+        (RecordKind.CONFIRMED, "SN1001", ""),
+    ]
+
+
+async def test_forbidden_transitions_name_attempt_sn_and_states(path: Path, clock: Clock) -> None:
+    async with await opened(path, clock, ("L1", 0, 5)) as journal:
+        a = await reserve(journal, "SN1000")
+        assert a is not None
+        await journal.confirm(a.id)
+        head = await journal.head()
+        with pytest.raises(JournalError, match=f"attempt {a.id} for SN SN1000 is confirmed; it cannot become released"):
+            await journal.release(a.id, "late")
+        with pytest.raises(JournalError, match="is confirmed; it cannot become in_doubt"):
+            await journal.mark_in_doubt(a.id, "late")
+        b = await reserve(journal, "SN1001")
+        assert b is not None
+        await journal.release(b.id, "refused")
+        with pytest.raises(JournalError, match="SN SN1001 is released; it cannot become confirmed"):
+            await journal.confirm(b.id)
+        with pytest.raises(JournalError, match="no attempt 999"):
+            await journal.confirm(999)
+        assert (await journal.head())[0] == head[0] + 2  # only b's two records were added
+
+
+async def test_lowest_free_slot_across_two_leases(path: Path, clock: Clock) -> None:
+    async with await opened(path, clock, ("LB", 20, 22), ("LA", 3, 5)) as journal:
+        got = [await reserve(journal, f"SN{i:04d}") for i in range(5)]
+    assert [(a.lease_id, a.slot) for a in got if a] == [("LA", 3), ("LA", 4), ("LB", 20), ("LB", 21)]
+    assert got[4] is None
+
+
+async def test_released_slot_is_reused_first(path: Path, clock: Clock) -> None:
+    async with await opened(path, clock, ("L1", 0, 5)) as journal:
+        a = [await reserve(journal, f"SN{i:04d}") for i in range(4)]
+        assert all(a)
+        await journal.release(a[1].id, "device refused")  # type: ignore[union-attr]
+        await journal.release(a[2].id, "device refused")  # type: ignore[union-attr]
+        again = await reserve(journal, "SN0100")
+        then = await reserve(journal, "SN0101")
+        after = await reserve(journal, "SN0102")
+    assert again is not None
+    assert then is not None
+    assert after is not None
+    assert (again.slot, then.slot, after.slot) == (1, 2, 4)
+
+
+async def test_quota_exhausted_returns_none_and_spends_nothing(path: Path, clock: Clock) -> None:
+    async with await opened(path, clock, ("L1", 0, 2)) as journal:
+        assert await reserve(journal, "SN0001") is not None
+        assert await reserve(journal, "SN0002") is not None
+        head, before = await journal.head(), await journal.counts("C1")
+        calls: list[tuple[str, int]] = []
+        assert await journal.reserve("C1", "SN0003", OLD, NEW, "wifi", signer("SN0003", calls)) is None
+        assert calls == []
+        assert await journal.head() == head
+        assert await journal.counts("C1") == before == Counts("C1", 0, 0, 0, 2, 0)
+        assert await journal.open_attempt("SN0003") is None
+
+
+async def test_in_doubt_slot_stays_held(path: Path, clock: Clock) -> None:
+    async with await opened(path, clock, ("L1", 0, 2)) as journal:
+        a = await reserve(journal, "SN0001")
+        assert a is not None
+        await journal.mark_in_doubt(a.id, "no answer")
+        b = await reserve(journal, "SN0002")
+        assert b is not None
+        assert b.slot == 1
+        assert await reserve(journal, "SN0003") is None
+        assert await journal.counts("C1") == Counts("C1", 0, 1, 0, 2, 0)
+        assert await journal.open_attempt("SN0001") == a.__class__(**{**vars(a), "state": AttemptState.IN_DOUBT,
+                                                                       "reason": "no answer"})  # fmt: skip
+
+
+async def test_reserve_refuses_an_sn_that_is_open_or_done(path: Path, clock: Clock) -> None:
+    async with await opened(path, clock, ("L1", 0, 5)) as journal:
+        a = await reserve(journal, "SN0001")
+        assert a is not None
+        with pytest.raises(JournalError, match="SN SN0001 already has attempt 1 reserved"):
+            await reserve(journal, "SN0001")
+        await journal.confirm(a.id)
+        with pytest.raises(JournalError, match="SN SN0001 was rebadged to bbbbbbbb already"):
+            await reserve(journal, "SN0001")
+        assert await journal.confirmed_attempt("SN0001", NEW) == await journal.confirmed_attempt("SN0001", NEW)
+        assert (await journal.confirmed_attempt("SN0001", NEW)).id == a.id  # type: ignore[union-attr]
+        assert await journal.confirmed_attempt("SN0001", "cccccccc") is None
+        assert (await journal.head())[0] == 2
+
+
+async def test_bad_input_is_named_and_spends_nothing(path: Path, clock: Clock) -> None:
+    async with await opened(path, clock, ("L1", 0, 5)) as journal:
+        with pytest.raises(JournalError, match="sn 'bad sn!' is not a serial number"):
+            await journal.reserve("C1", "bad sn!", OLD, NEW, "wifi", signer("x"))
+        with pytest.raises(JournalError, match="new_pid 'BBBB' is not a product ID"):
+            await journal.reserve("C1", "SN0001", OLD, "BBBB", "wifi", signer("SN0001"))
+        with pytest.raises(JournalError, match="rebadges aaaaaaaa -> bbbbbbbb, not cccccccc -> bbbbbbbb"):
+            await journal.reserve("C1", "SN0001", "cccccccc", NEW, "wifi", signer("SN0001"))
+        with pytest.raises(JournalError, match="no lease of certificate 'C9' is stored"):
+            await journal.reserve("C9", "SN0001", OLD, NEW, "wifi", signer("SN0001"))
+        with pytest.raises(JournalError, match="radio '' must be 1 to 16 characters"):
+            await journal.reserve("C1", "SN0001", OLD, NEW, "", signer("SN0001"))
+
+        def broken_signer(lease_id: str, slot: int) -> bytes:
+            raise RuntimeError("key unreadable")
+
+        with pytest.raises(RuntimeError, match="key unreadable"):
+            await journal.reserve("C1", "SN0001", OLD, NEW, "wifi", broken_signer)
+        assert await journal.head() == (0, GENESIS)
+        assert await journal.open_attempt("SN0001") is None
+        assert (await journal.counts("C1")).remaining == 5
+
+
+async def test_concurrent_reservations_never_share_a_slot(path: Path, clock: Clock) -> None:
+    async with await opened(path, clock, ("L1", 0, 6)) as journal:
+        got = await asyncio.gather(*(reserve(journal, f"SN{i:04d}") for i in range(10)))
+        slots = sorted(a.slot for a in got if a is not None)
+        assert slots == [0, 1, 2, 3, 4, 5]
+        assert sum(a is None for a in got) == 4
+        check_chain(await records(journal), GENESIS, 1)
+    assert live_slot_dupes(path) == []
+
+
+async def test_recover_turns_reserved_into_in_doubt(path: Path, clock: Clock) -> None:
+    async with await opened(path, clock, ("L1", 0, 5)) as journal:
+        a = await reserve(journal, "SN0001")
+        b = await reserve(journal, "SN0002")
+        assert a is not None
+        assert b is not None
+        await journal.confirm(b.id)
+    async with await Journal.open(path, GW, clock=clock) as journal:
+        recovered = await journal.recover()
+        assert [(r.id, r.state, r.reason) for r in recovered] == [
+            (a.id, AttemptState.IN_DOUBT, "agent restarted before the outcome was known")
+        ]
+        last = (await records(journal))[-1]
+        assert (last.seq, last.kind, last.sn, last.reason) == (
+            4, RecordKind.IN_DOUBT, "SN0001", "agent restarted before the outcome was known"
+        )  # fmt: skip
+        assert await journal.recover() == []
+
+
+async def test_note_refusal_counts_without_chaining(path: Path, clock: Clock) -> None:
+    async with await opened(path, clock, ("L1", 0, 5)) as journal:
+        await journal.note_refusal("C1", "SN0001", "wrong_pid")
+        await journal.note_refusal("C1", "not a valid sn at all, and far too long to be one" * 3, "bad_sn")
+        assert await journal.counts("C1") == Counts("C1", 0, 0, 2, 5, 5)
+        assert await journal.head() == (0, GENESIS)
+
+
+async def test_expired_lease_slots_are_not_used(path: Path, clock: Clock) -> None:
+    async with await Journal.open(path, GW, clock=clock) as journal:
+        await journal.add_lease(*make_lease("LA", 0, 3, exp=T0 + 60))
+        await journal.add_lease(*make_lease("LB", 10, 12))
+        a = await reserve(journal, "SN0001")
+        assert a is not None
+        assert (a.lease_id, a.slot) == ("LA", 0)
+        clock.now = T0 + 60
+        b = await reserve(journal, "SN0002")
+        assert b is not None
+        assert (b.lease_id, b.slot) == ("LB", 10)
+        assert [lease.lease_id for lease in await journal.leases()] == ["LB"]
+        assert [lease.lease_id for lease in await journal.leases(active_only=False)] == ["LA", "LB"]
+        assert await journal.counts("C1") == Counts("C1", 0, 0, 0, 2, 1)
+        await journal.confirm(a.id)  # an attempt reserved in time can still be settled
+        await reserve(journal, "SN0003")
+        assert await reserve(journal, "SN0004") is None
+        clock.now = FAR
+        assert await journal.cert_nos() == []
+
+
+async def test_disk_full_refuses_new_scans_but_settles_open_ones(path: Path, clock: Clock) -> None:
+    async with await opened(path, clock, ("L1", 0, 5)) as journal:
+        a = await reserve(journal, "SN0001")
+        assert a is not None
+    async with await Journal.open(path, GW, clock=clock, min_free_bytes=2**62) as journal:
+        with pytest.raises(DiskFullError, match=r"MiB free on the journal's disk .* new scans are refused"):
+            await reserve(journal, "SN0002")
+        await journal.confirm(a.id)
+        assert (await journal.head())[0] == 2
+
+
+# -- reopening, acks, and a chain that was tampered with --------------------------------------------------------------
+
+
+async def test_reopen_keeps_everything_and_continues_the_chain(path: Path, clock: Clock) -> None:
+    async with await opened(path, clock, ("L1", 0, 5)) as journal:
+        a = await reserve(journal, "SN0001")
+        assert a is not None
+        await journal.confirm(a.id)
+        await journal.note_refusal("C1", "SN0009", "wrong_pid")
+        head = await journal.head()
+        counts = await journal.counts("C1")
+    async with await Journal.open(path, GW, clock=clock) as journal:
+        assert await journal.head() == head
+        assert await journal.counts("C1") == counts
+        assert [lease.lease_id for lease in await journal.leases()] == ["L1"]
+        b = await reserve(journal, "SN0002")
+        assert b is not None
+        assert b.slot == 1
+        assert b.id == a.id + 1
+        recs = await records(journal)
+        assert recs[-1].seq == 3
+        assert recs[-1].prev == head[1]
+        assert check_chain(recs, GENESIS, 1) == (await journal.head())[1]
+
+
+async def test_apply_ack_retires_records_and_the_chain_survives_reopen(path: Path, clock: Clock) -> None:
+    async with await opened(path, clock, ("L1", 0, 9)) as journal:
+        for i in range(3):
+            a = await reserve(journal, f"SN000{i}")
+            assert a is not None
+            await journal.confirm(a.id)
+        recs = await records(journal)
+        assert await journal.apply_ack(4, recs[3].digest()) == 4
+        assert await journal.acked() == 4
+        assert [r.seq for r in await journal.pending(0, 100)] == [5, 6]
+        assert await journal.apply_ack(2, recs[1].digest()) == 0  # older ack: nothing to do
+        assert await journal.apply_ack(4, recs[3].digest()) == 0  # repeated ack
+    async with await Journal.open(path, GW, clock=clock) as journal:
+        assert await journal.acked() == 4
+        assert await journal.apply_ack(6, recs[5].digest()) == 2
+        assert await journal.pending(0, 100) == []
+        assert await journal.head() == (6, recs[5].digest())
+    async with await Journal.open(path, GW, clock=clock) as journal:  # everything retired: the head carries on
+        a = await reserve(journal, "SN0100")
+        assert a is not None
+        assert a.slot == 3
+        (rec,) = await journal.pending(6, 100)
+        assert (rec.seq, rec.prev) == (7, recs[5].digest())
+    async with await Journal.open(path, GW, clock=clock) as journal:
+        assert (await journal.head())[0] == 7
+
+
+async def test_a_mismatching_or_future_ack_retires_nothing(path: Path, clock: Clock) -> None:
+    async with await opened(path, clock, ("L1", 0, 5)) as journal:
+        a = await reserve(journal, "SN0001")
+        assert a is not None
+        await journal.confirm(a.id)
+        with pytest.raises(JournalError, match=r"ack for seq 2 names head 0101010101010101.*nothing retired"):
+            await journal.apply_ack(2, bytes([1]) * 32)
+        with pytest.raises(JournalError, match="ack for seq 3 lies beyond this journal's head seq 2"):
+            await journal.apply_ack(3, bytes(32))
+        assert await journal.acked() == 0
+        assert [r.seq for r in await records(journal)] == [1, 2]
+
+
+async def filled(path: Path, clock: Clock, n: int) -> list[Record]:
+    """A closed journal of n reservations (n records)."""
+    async with await opened(path, clock, ("L1", 0, 50)) as journal:
+        for i in range(n):
+            await reserve(journal, f"SN{i:04d}")
+        return await records(journal)
+
+
+async def test_an_edited_record_body_is_caught_by_seq(path: Path, clock: Clock) -> None:
+    recs = await filled(path, clock, 5)
+    forged = recs[2].model_copy(update={"sn": "SN9999"}).to_cbor()
+    edit(path, "UPDATE records SET body = ? WHERE seq = 3", (forged,))
+    with pytest.raises(JournalCorruptError) as err:
+        await Journal.open(path, GW, clock=clock)
+    assert err.value.seq == 3
+    assert str(err.value) == (
+        "journal chain broken at seq 3: record body does not match its hash; refusing to start. "
+        "Restore the journal from the platform or contact support"
+    )
+
+
+async def test_an_edited_body_with_its_hash_recomputed_breaks_the_next_link(path: Path, clock: Clock) -> None:
+    recs = await filled(path, clock, 5)
+    forged = recs[2].model_copy(update={"sn": "SN9999"}).to_cbor()
+    edit(path, "UPDATE records SET body = ?, digest = ? WHERE seq = 3", (forged, hashlib.sha256(forged).digest()))
+    with pytest.raises(JournalCorruptError, match="at seq 4: record does not link to the record before it") as err:
+        await Journal.open(path, GW, clock=clock)
+    assert err.value.seq == 4
+
+
+async def test_an_edited_last_record_does_not_match_the_head(path: Path, clock: Clock) -> None:
+    recs = await filled(path, clock, 3)
+    forged = recs[2].model_copy(update={"slot": 40}).to_cbor()
+    edit(path, "UPDATE records SET body = ?, digest = ? WHERE seq = 3", (forged, hashlib.sha256(forged).digest()))
+    with pytest.raises(JournalCorruptError, match="at seq 3: record does not match the stored head") as err:
+        await Journal.open(path, GW, clock=clock)
+    assert err.value.seq == 3
+
+
+async def test_a_deleted_middle_row_names_the_missing_seq(path: Path, clock: Clock) -> None:
+    await filled(path, clock, 5)
+    edit(path, "DELETE FROM records WHERE seq = 3")
+    with pytest.raises(JournalCorruptError, match="at seq 3: record seq 3 is missing") as err:
+        await Journal.open(path, GW, clock=clock)
+    assert err.value.seq == 3
+
+
+async def test_deleted_last_rows_are_caught_against_the_head(path: Path, clock: Clock) -> None:
+    await filled(path, clock, 5)
+    edit(path, "DELETE FROM records WHERE seq >= 4")
+    with pytest.raises(JournalCorruptError, match=r"record seq 4 is missing \(the journal's head is seq 5\)") as e:
+        await Journal.open(path, GW, clock=clock)
+    assert e.value.seq == 4
+
+
+async def test_a_body_that_does_not_decode_is_named(path: Path, clock: Clock) -> None:
+    await filled(path, clock, 2)
+    junk = b"\xa1\x61x\x01"
+    edit(path, "UPDATE records SET body = ?, digest = ? WHERE seq = 1", (junk, hashlib.sha256(junk).digest()))
+    with pytest.raises(JournalCorruptError, match="at seq 1: record body does not decode") as err:
+        await Journal.open(path, GW, clock=clock)
+    assert err.value.seq == 1
+
+
+async def test_a_cancelled_caller_never_leaves_a_half_written_reservation(path: Path, clock: Clock) -> None:
+    async with await opened(path, clock, ("L1", 0, 5)) as journal:
+        task = asyncio.create_task(reserve(journal, "SN0001"))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    async with await Journal.open(path, GW, clock=clock) as journal:
+        open_attempt = await journal.open_attempt("SN0001")
+        assert open_attempt is not None
+        assert open_attempt.slot == 0
+        assert (await journal.head())[0] == 1
+
+
+# -- migrations from a stored older file -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def old_journal(tmp_path: Path) -> Path:
+    """A copy of the stored schema-v1 journal (see tests/data/make_journal_v1.py)."""
+    target = tmp_path / "old" / "journal.sqlite"
+    target.parent.mkdir(mode=0o700)
+    shutil.copyfile(DATA / "journal_v1.sqlite", target)
+    return target
+
+
+async def test_stored_v1_journal_migrates_with_records_and_chain_intact(old_journal: Path, clock: Clock) -> None:
+    with sqlite3.connect(old_journal) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (1,)
+        bodies = {seq: bytes(body) for seq, body in db.execute("SELECT seq, body FROM records")}
+    async with await Journal.open(old_journal, "line-old", clock=clock) as journal:
+        assert await journal.acked() == 3
+        pending = await journal.pending(0, 100)
+        assert [r.seq for r in pending] == [4, 5, 6, 7, 8, 9]
+        assert {r.seq: r.to_cbor() for r in pending} == bodies
+        assert (await journal.head()) == (9, pending[-1].digest())
+        assert await journal.counts("OLD-1") == Counts("OLD-1", 2, 1, 0, 6, 2)
+        doubt = await journal.open_attempt("SN0004")
+        assert doubt is not None
+        assert (doubt.slot, doubt.state) == (2, AttemptState.IN_DOUBT)
+        (recovered,) = await journal.recover()
+        assert (recovered.sn, recovered.slot) == ("SN0005", 3)
+        new = await journal.reserve("OLD-1", "SN0006", "oldpid01", "newpid01", "wifi", lambda _l, _s: b"grant")
+        assert new is not None
+        assert (new.slot, new.id) == (4, 6)
+        await journal.note_refusal("OLD-1", "SN0007", "wrong_pid")  # the v2 table
+        assert (await journal.counts("OLD-1")).refused == 1
+        head = await journal.head()
+        assert head[0] == 11
+    with sqlite3.connect(old_journal) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):  # v2: the database refuses a second live slot
+            db.execute(
+                "INSERT INTO attempts (lease_id, cert_no, slot, sn, old_pid, new_pid, radio, state, grant_token,"
+                " reserved_at, changed_at) VALUES ('L-OLD', 'OLD-1', 0, 'SN0008', 'oldpid01', 'newpid01', 'wifi',"
+                " 'reserved', x'00', 0, 0)"
+            )
+    async with await Journal.open(old_journal, "line-old", clock=clock) as journal:
+        assert await journal.head() == head
+        assert check_chain(await journal.pending(0, 100), record_from_cbor(bodies[4]).prev, 4) == head[1]
+
+
+async def test_v1_journal_with_a_doubly_held_slot_is_not_migrated(old_journal: Path, clock: Clock) -> None:
+    edit(old_journal, "UPDATE attempts SET state = 'confirmed' WHERE id = 2")  # slot 1 now held twice
+    with pytest.raises(JournalCorruptError, match="cannot be migrated to schema v2: UNIQUE constraint failed"):
+        await Journal.open(old_journal, "line-old", clock=clock)
+    with sqlite3.connect(old_journal) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (1,)  # rolled back whole
+
+
+async def test_a_newer_schema_is_refused(path: Path, clock: Clock) -> None:
+    await (await Journal.open(path, GW, clock=clock)).close()
+    edit(path, "PRAGMA user_version = 99")
+    with pytest.raises(JournalError, match="schema v99, newer than this agent's v2; upgrade the agent"):
+        await Journal.open(path, GW, clock=clock)
