@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simulator.firmware import DeviceState, Fault, Faults, Firmware
+from simulator.mcu import MCU_REPLY_TIMEOUT, GeneralFirmware, SimulatedMcu
 from simulator.wifi import ANNOUNCE_INTERVAL, LinkFault, WifiDevice
 from wire.device import Firmware as FirmwareKind
 from wire.device import Radio
@@ -42,6 +43,14 @@ def make_firmware(spec: UnitSpec, issuers: KeyRing, state_dir: Path | None = Non
     return Firmware(state, issuers, faults=faults, state_file=state_file)
 
 
+class WifiLine(dict[str, WifiDevice]):
+    """Running Wi-Fi devices by SN; `mcus` holds the MCU of each general-firmware unit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mcus: dict[str, SimulatedMcu] = {}
+
+
 @asynccontextmanager
 async def build_wifi_line(
     issuers: KeyRing,
@@ -50,8 +59,9 @@ async def build_wifi_line(
     announce_to: tuple[str, int] | None,
     announce_interval: float = ANNOUNCE_INTERVAL,
     state_dir: Path | None = None,
-) -> AsyncIterator[dict[str, WifiDevice]]:
-    """Start one WifiDevice per unit on loopback; yields them by SN and stops them all on exit."""
+    mcu_timeout: float = MCU_REPLY_TIMEOUT,
+) -> AsyncIterator[WifiLine]:
+    """Start one WifiDevice per unit on loopback (general firmware with its MCU on a pty); stops all on exit."""
     seen: set[str] = set()
     for spec in units:
         if spec.radio is not Radio.WIFI:
@@ -60,9 +70,16 @@ async def build_wifi_line(
             raise ValueError(f"unit {spec.sn} is listed twice; each finished good has its own SN")
         seen.add(spec.sn)
     async with AsyncExitStack() as stack:
-        devices: dict[str, WifiDevice] = {}
+        line = WifiLine()
         for spec in units:
-            firmware = await _wifi_firmware(stack, spec, issuers, state_dir)
+            if spec.firmware is FirmwareKind.GENERAL:
+                mcu = line.mcus[spec.sn] = await stack.enter_async_context(SimulatedMcu(spec.pid))
+                state = DeviceState(spec.sn, spec.pid, spec.firmware, spec.radio, spec.fw_version)
+                faults = Faults(spec.fault, times=spec.fault_times, slow_s=spec.slow_s)
+                general = GeneralFirmware(state, issuers, mcu_port=mcu.port, mcu_timeout=mcu_timeout, faults=faults)
+                firmware: Firmware = await stack.enter_async_context(general)
+            else:
+                firmware = make_firmware(spec, issuers, state_dir)
             device = WifiDevice(
                 firmware,
                 announce_to=announce_to,
@@ -70,9 +87,5 @@ async def build_wifi_line(
                 link_fault=spec.link_fault,
                 link_fault_times=spec.fault_times,
             )
-            devices[spec.sn] = await stack.enter_async_context(device)
-        yield devices
-
-
-async def _wifi_firmware(stack: AsyncExitStack, spec: UnitSpec, issuers: KeyRing, state_dir: Path | None) -> Firmware:
-    return make_firmware(spec, issuers, state_dir)
+            line[spec.sn] = await stack.enter_async_context(device)
+        yield line
