@@ -1,0 +1,247 @@
+"""`rebadge cloud ...`: set up the platform, issue certificates and lease files, run the ingest worker."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import click
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from cloud_bridge.errors import CloudError
+from cloud_bridge.platform import DEFAULT_CERT_VALID_S, DEFAULT_LEASE_VALID_S, Platform
+from cloud_bridge.store.schema import (
+    anomalies,
+    certificates,
+    confirmations,
+    gateway_heads,
+    gateways,
+    issuer_keys,
+    leases,
+)
+from cloud_bridge.worker import IngestWorker
+from wire.errors import MalformedError
+from wire.keys import KEY_BYTES, PublicKey
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    envvar="REBADGE_DATA_DIR",
+    help="Platform directory: issuer key (issuer.key) and, by default, the SQLite database. Env: REBADGE_DATA_DIR.",
+)
+db_url_option = click.option(
+    "--db-url",
+    envvar="REBADGE_DB_URL",
+    default=None,
+    help="Database URL instead of SQLite in the data dir, e.g. postgresql://user@host/db. Env: REBADGE_DB_URL.",
+)
+
+
+def _run(coro: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """Run an async command body; platform errors become plain one-line messages."""
+
+    @functools.wraps(coro)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return asyncio.run(coro(*args, **kwargs))
+        except CloudError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except SQLAlchemyError as exc:
+            raise click.ClickException(f"database error: {exc.__class__.__name__}: {exc}") from exc
+
+    return wrapper
+
+
+async def _with_platform(data_dir: Path, db_url: str | None, body: Callable[[Platform], Awaitable[T]]) -> T:
+    platform = await Platform.open(data_dir, db_url=db_url)
+    try:
+        return await body(platform)
+    finally:
+        await platform.close()
+
+
+@click.group()
+def group() -> None:
+    """Run the platform: certificates, leases, ingest of gateway records."""
+
+
+@group.command()
+@data_dir_option
+@db_url_option
+@_run
+async def init(data_dir: Path, db_url: str | None) -> None:
+    """Create the data dir, issuer key and database; print the issuer public key for gateways to pin."""
+
+    async def body(p: Platform) -> None:
+        click.echo(p.issuer.public.raw.hex())
+
+    await _with_platform(data_dir, db_url, body)
+
+
+@group.group()
+def cert() -> None:
+    """Replacement certificates."""
+
+
+@cert.command("issue")
+@data_dir_option
+@db_url_option
+@click.option("--factory", required=True, help="The factory (organisation) that may rebadge.")
+@click.option("--original-pid", required=True, help="PID the goods have now (8 or 16 of 0-9a-z).")
+@click.option("--new-pid", required=True, help="PID the goods get.")
+@click.option("--quantity", type=click.IntRange(min=1), required=True, help="How many units may be rebadged.")
+@click.option("--protocols", default="wifi", show_default=True, help="Comma-separated radios: wifi, ble, zigbee.")
+@click.option("--valid-days", type=click.IntRange(min=1), default=DEFAULT_CERT_VALID_S // 86400, show_default=True)
+@click.option("--reason", default="", help="Why the replacement is needed (kept with the certificate).")
+@_run
+async def cert_issue(
+    data_dir: Path,
+    db_url: str | None,
+    factory: str,
+    original_pid: str,
+    new_pid: str,
+    quantity: int,
+    protocols: str,
+    valid_days: int,
+    reason: str,
+) -> None:
+    """Sign an approved certificate directly (no audit step) and print its number."""
+
+    async def body(p: Platform) -> None:
+        cert, _ = await p.issue_certificate(
+            factory=factory,
+            original_pid=original_pid,
+            new_pid=new_pid,
+            quantity=quantity,
+            protocols=[x.strip() for x in protocols.split(",") if x.strip()],
+            valid_s=valid_days * 86400,
+            reason=reason,
+        )
+        click.echo(cert.cert_no)
+
+    await _with_platform(data_dir, db_url, body)
+
+
+def _gateway_key(value: str) -> PublicKey:
+    try:
+        raw = bytes.fromhex(value)
+        return PublicKey(raw)
+    except (ValueError, MalformedError) as exc:
+        raise click.BadParameter(
+            f"{value!r} is not a gateway public key: give the {KEY_BYTES * 2} hex digits that "
+            "'rebadge agent' prints as the gateway key",
+            param_hint="--gateway-key",
+        ) from exc
+
+
+@group.group()
+def lease() -> None:
+    """Leases of certificate slots for gateways."""
+
+
+@lease.command("issue")
+@data_dir_option
+@db_url_option
+@click.option("--cert", "cert_no", required=True, help="Certificate number, e.g. RC000001.")
+@click.option("--gateway-key", required=True, help="The gateway's Ed25519 public key in hex (64 digits).")
+@click.option("--slots", type=click.IntRange(min=1), required=True, help="How many slots to lease.")
+@click.option("--valid-hours", type=click.IntRange(min=1), default=DEFAULT_LEASE_VALID_S // 3600, show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Lease file to write, for 'rebadge agent load-lease FILE'.",
+)
+@_run
+async def lease_issue(
+    data_dir: Path, db_url: str | None, cert_no: str, gateway_key: str, slots: int, valid_hours: int, out: Path
+) -> None:
+    """Lease slots to a gateway and write the lease file (lease + certificate) for an air-gapped line."""
+    key = _gateway_key(gateway_key)
+
+    async def body(p: Platform) -> None:
+        granted, _, bundle = await p.issue_lease(cert_no, key, slots, valid_s=valid_hours * 3600)
+        await asyncio.to_thread(out.write_bytes, bundle)
+        click.echo(
+            f"lease {granted.lease_id}: slots [{granted.slot_lo}, {granted.slot_hi}) of {cert_no} "
+            f"for gateway {key.kid.hex()}, written to {out}"
+        )
+
+    await _with_platform(data_dir, db_url, body)
+
+
+@group.command()
+@data_dir_option
+@db_url_option
+@click.option("--mqtt-host", default="127.0.0.1", show_default=True)
+@click.option("--mqtt-port", type=click.IntRange(1, 65535), default=1883, show_default=True)
+@click.option("--shared-group", default=None, help="Share the load with other workers (MQTT 5 $share/GROUP/...).")
+@_run
+async def worker(data_dir: Path, db_url: str | None, mqtt_host: str, mqtt_port: int, shared_group: str | None) -> None:
+    """Ingest gateways' record batches from MQTT and publish signed acks, until stopped."""
+
+    async def body(p: Platform) -> None:
+        click.echo(f"ingesting from {mqtt_host}:{mqtt_port}; stop with Ctrl-C")
+        await IngestWorker(p, host=mqtt_host, port=mqtt_port, shared_group=shared_group).run()
+
+    await _with_platform(data_dir, db_url, body)
+
+
+@group.command()
+@data_dir_option
+@db_url_option
+@click.option("--cert", "cert_no", default=None, help="Show one certificate with its leases.")
+@_run
+async def status(data_dir: Path, db_url: str | None, cert_no: str | None) -> None:
+    """Print certificates with verified counts, gateways with their acked heads, and anomalies."""
+
+    async def body(p: Platform) -> None:
+        async with p.engine.connect() as conn:
+            for line in await _status_lines(conn, cert_no):
+                click.echo(line)
+
+    await _with_platform(data_dir, db_url, body)
+
+
+async def _status_lines(conn: Any, cert_no: str | None) -> list[str]:
+    lines = [f"issuer key: {await _issuer_hex(conn)}"]
+    counted = select(confirmations.c.cert_no, func.count().label("n")).group_by(confirmations.c.cert_no).subquery()
+    query = select(certificates, func.coalesce(counted.c.n, 0).label("confirmed")).outerjoin(
+        counted, counted.c.cert_no == certificates.c.cert_no
+    )
+    if cert_no is not None:
+        query = query.where(certificates.c.cert_no == cert_no)
+    rows = (await conn.execute(query.order_by(certificates.c.id))).all()
+    if cert_no is not None and not rows:
+        raise click.ClickException(f"certificate {cert_no!r} does not exist")
+    for r in rows:
+        lines.append(
+            f"certificate {r.cert_no} {r.status}: {r.original_pid} -> {r.new_pid}, "
+            f"{r.confirmed}/{r.quantity} confirmed, factory {r.factory}"
+        )
+        if cert_no is not None:
+            for ls in await conn.execute(select(leases).where(leases.c.cert_no == cert_no)):
+                lines.append(f"  lease {ls.lease_id} {ls.state}: [{ls.slot_lo}, {ls.slot_hi}) gateway {ls.gw}")
+    heads = await conn.execute(select(gateways, gateway_heads.c.seq).join(gateway_heads))
+    lines.extend(
+        f"gateway {g.gw} {'REVOKED' if g.revoked else 'active'} {g.name}: acked up to seq {g.seq}" for g in heads
+    )
+    n_anomalies = (await conn.execute(select(func.count()).select_from(anomalies))).scalar_one()
+    lines.append(f"anomalies: {n_anomalies}")
+    return lines
+
+
+async def _issuer_hex(conn: Any) -> str:
+    row = (await conn.execute(select(issuer_keys.c.public_key).where(issuer_keys.c.active))).first()
+    return bytes(row.public_key).hex() if row else "none"

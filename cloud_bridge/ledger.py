@@ -1,0 +1,295 @@
+"""The verified ledger: compare-and-set of a gateway's head in one transaction, and the checks that decide counts."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Row, and_, func, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cloud_bridge import anomalies
+from cloud_bridge.anomalies import AnomalyEvent, AnomalyKind
+from cloud_bridge.errors import CloudError
+from cloud_bridge.store.schema import anomalies as anomaly_table
+from cloud_bridge.store.schema import certificates, confirmations, gateway_heads, leases, records
+from cloud_bridge.verify import VerifiedBatch
+from wire.records import Record, RecordKind
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    """What a batch did to the ledger."""
+
+    APPLIED = "applied"  # new records stored, head advanced
+    DUPLICATE = "duplicate"  # every record already stored with the same digest
+    WAITING = "waiting"  # starts past the stored head: the gateway resends from its acked seq
+    FORK = "fork"  # a stored seq with another digest
+    REJECTED = "rejected"  # malformed, forged, unknown or revoked gateway
+
+
+@dataclass
+class Applied:
+    """The ledger's answer to one batch, inside its transaction."""
+
+    outcome: Outcome
+    gw: str
+    seq: int
+    head: bytes
+    stored: int = 0
+    anomalies: list[AnomalyEvent] = field(default_factory=list)
+    certs: set[str] = field(default_factory=set)
+
+
+class HeadMovedError(CloudError):
+    """The head changed under the compare-and-set (only without a row lock); the caller retries."""
+
+
+async def apply(conn: AsyncConnection, batch: VerifiedBatch, now: int, payload: bytes) -> Applied:
+    """Apply a verified batch against the gateway's stored head (locked for the transaction)."""
+    head_row = (await conn.execute(select(gateway_heads).where(gateway_heads.c.gw == batch.gw).with_for_update())).one()
+    stored_seq, stored_head = int(head_row.seq), bytes(head_row.head)
+    result = Applied(Outcome.WAITING, batch.gw, stored_seq, stored_head)
+    if batch.from_seq > stored_seq + 1:
+        log.info("gateway %s: batch from seq %d waits for seq %d", batch.gw, batch.from_seq, stored_seq + 1)
+        return result
+    start = await _overlap_start(conn, batch, stored_seq, stored_head, now, payload, result)
+    if start is None:
+        return result
+    if start >= len(batch.records):
+        result.outcome = Outcome.DUPLICATE
+        return result
+    await _store(conn, batch, start, now, result)
+    moved = await conn.execute(
+        update(gateway_heads)
+        .where(and_(gateway_heads.c.gw == batch.gw, gateway_heads.c.seq == stored_seq))
+        .values(seq=batch.last_seq, head=batch.digests[-1], updated_at=now)
+    )
+    if moved.rowcount != 1:
+        raise HeadMovedError(f"gateway {batch.gw} head moved during ingest")
+    result.outcome, result.seq, result.head = Outcome.APPLIED, batch.last_seq, batch.digests[-1]
+    return result
+
+
+async def _overlap_start(
+    conn: AsyncConnection,
+    batch: VerifiedBatch,
+    stored_seq: int,
+    stored_head: bytes,
+    now: int,
+    payload: bytes,
+    result: Applied,
+) -> int | None:
+    """Index of the first new record, or None after flagging a fork."""
+    if batch.from_seq == stored_seq + 1:
+        if batch.records[0].prev == stored_head:
+            return 0
+        await _fork(conn, batch, stored_seq, "its first record does not link to the stored head", now, payload, result)
+        return None
+    overlap_hi = min(batch.last_seq, stored_seq)
+    rows = await conn.execute(
+        select(records.c.seq, records.c.digest).where(
+            and_(records.c.gw == batch.gw, records.c.seq >= batch.from_seq, records.c.seq <= overlap_hi)
+        )
+    )
+    stored = {int(r.seq): bytes(r.digest) for r in rows}
+    for seq in range(batch.from_seq, overlap_hi + 1):
+        if stored.get(seq) != batch.digests[seq - batch.from_seq]:
+            await _fork(conn, batch, seq, "a stored record has another digest", now, payload, result)
+            return None
+    return overlap_hi + 1 - batch.from_seq
+
+
+async def _fork(
+    conn: AsyncConnection, batch: VerifiedBatch, seq: int, why: str, now: int, payload: bytes, result: Applied
+) -> None:
+    result.outcome = Outcome.FORK
+    seen = await conn.execute(
+        select(func.count()).where(
+            and_(
+                anomaly_table.c.kind == AnomalyKind.FORK.value,
+                anomaly_table.c.gw == batch.gw,
+                anomaly_table.c.seq == seq,
+            )
+        )
+    )
+    if seen.scalar_one() == 0:  # a forked gateway resends the same batch; flag it once
+        message = f"gateway {batch.gw} forked its journal at seq {seq}: {why}; restored from a backup?"
+        result.anomalies.append(
+            await anomalies.store(conn, AnomalyKind.FORK, message, now, payload=payload, gw=batch.gw, seq=seq)
+        )
+
+
+async def _store(conn: AsyncConnection, batch: VerifiedBatch, start: int, now: int, result: Applied) -> None:
+    new = range(start, len(batch.records))
+    confirmed = [batch.records[i] for i in new if batch.records[i].kind == RecordKind.CONFIRMED]
+    checker = await _Checker.load(conn, batch.gw, confirmed)
+    rows = []
+    for i in new:
+        rec = batch.records[i]
+        counted = False
+        if rec.kind == RecordKind.CONFIRMED:
+            counted = await checker.check(conn, rec, now, result)
+        rows.append(
+            {
+                "gw": rec.gw,
+                "seq": rec.seq,
+                "digest": batch.digests[i],
+                "body": batch.bodies[i],
+                "kind": rec.kind.value,
+                "lease_id": rec.lease_id,
+                "slot": rec.slot,
+                "sn": rec.sn,
+                "old_pid": rec.old_pid,
+                "new_pid": rec.new_pid,
+                "at": rec.at,
+                "counted": counted,
+                "received_at": now,
+            }
+        )
+    await conn.execute(records.insert(), rows)
+    if checker.new_confirmations:
+        await conn.execute(confirmations.insert(), checker.new_confirmations)
+    result.stored = len(rows)
+    result.certs |= checker.certs
+
+
+class _Checker:
+    """Decides whether each confirmed record counts, from the leases and confirmations it touches."""
+
+    def __init__(
+        self,
+        gw: str,
+        lease_rows: dict[str, Row[Any]],
+        slots: dict[tuple[str, int], str],
+        sns: dict[tuple[str, str], tuple[str, int]],
+    ) -> None:
+        self.gw = gw
+        self.leases = lease_rows
+        self.slots = slots  # (lease, slot) -> sn already confirmed
+        self.sns = sns  # (cert, sn) -> (lease, slot) already confirmed
+        self.new_confirmations: list[dict[str, object]] = []
+        self.certs: set[str] = set()
+
+    @classmethod
+    async def load(cls, conn: AsyncConnection, gw: str, confirmed: list[Record]) -> _Checker:
+        if not confirmed:
+            return cls(gw, {}, {}, {})
+        lease_ids = {r.lease_id for r in confirmed}
+        lease_rows = await conn.execute(
+            select(leases, certificates.c.original_pid, certificates.c.new_pid)
+            .join(certificates, certificates.c.cert_no == leases.c.cert_no)
+            .where(leases.c.lease_id.in_(lease_ids))
+        )
+        by_id = {r.lease_id: r for r in lease_rows}
+        pairs = [(r.lease_id, r.slot) for r in confirmed]
+        slot_rows = await conn.execute(
+            select(confirmations.c.lease_id, confirmations.c.slot, confirmations.c.sn).where(
+                tuple_(confirmations.c.lease_id, confirmations.c.slot).in_(pairs)
+            )
+        )
+        certs = {r.cert_no for r in by_id.values()}
+        sn_rows = await conn.execute(
+            select(confirmations.c.cert_no, confirmations.c.sn, confirmations.c.lease_id, confirmations.c.slot).where(
+                and_(confirmations.c.cert_no.in_(certs), confirmations.c.sn.in_({r.sn for r in confirmed}))
+            )
+        )
+        return cls(
+            gw,
+            by_id,
+            {(r.lease_id, r.slot): r.sn for r in slot_rows},
+            {(r.cert_no, r.sn): (r.lease_id, r.slot) for r in sn_rows},
+        )
+
+    async def check(self, conn: AsyncConnection, rec: Record, now: int, result: Applied) -> bool:
+        """Whether `rec` adds a confirmation; flags an anomaly when it must not count."""
+        lease = self.leases.get(rec.lease_id)
+        if lease is not None and self.slots.get((rec.lease_id, rec.slot)) == rec.sn:
+            return False  # the same SN confirmed again in the same slot: counted once already
+        problem = self._lease_problem(rec, lease) or self._slot_problem(rec, lease)
+        if problem is not None:
+            kind, message = problem
+            cert_no = lease.cert_no if lease is not None else None
+            result.anomalies.append(
+                await anomalies.store(
+                    conn,
+                    kind,
+                    message,
+                    now,
+                    gw=rec.gw,
+                    seq=rec.seq,
+                    cert_no=cert_no,
+                    lease_id=rec.lease_id,
+                    slot=rec.slot,
+                    sn=rec.sn,
+                )
+            )
+            return False
+        assert lease is not None  # _lease_problem flags a missing lease
+        self.slots[(rec.lease_id, rec.slot)] = rec.sn
+        self.sns[(lease.cert_no, rec.sn)] = (rec.lease_id, rec.slot)
+        self.new_confirmations.append(
+            {
+                "lease_id": rec.lease_id,
+                "slot": rec.slot,
+                "cert_no": lease.cert_no,
+                "sn": rec.sn,
+                "gw": rec.gw,
+                "seq": rec.seq,
+                "at": rec.at,
+            }
+        )
+        self.certs.add(lease.cert_no)
+        return True
+
+    def _lease_problem(self, rec: Record, lease: Row[Any] | None) -> tuple[AnomalyKind, str] | None:
+        where = _where(rec)
+        if lease is None:
+            return AnomalyKind.UNKNOWN_LEASE, f"{where} names a lease the platform never issued"
+        if lease.gw != self.gw:
+            return AnomalyKind.FOREIGN_LEASE, f"{where} uses a lease issued to gateway {lease.gw}"
+        if not lease.slot_lo <= rec.slot < lease.slot_hi:
+            return AnomalyKind.SLOT_OUTSIDE_LEASE, f"{where}: the lease holds slots [{lease.slot_lo}, {lease.slot_hi})"
+        if (rec.old_pid, rec.new_pid) != (lease.original_pid, lease.new_pid):
+            return (
+                AnomalyKind.PID_MISMATCH,
+                f"{where} rebadges {rec.old_pid} -> {rec.new_pid}, not as its certificate says",
+            )
+        return None
+
+    def _slot_problem(self, rec: Record, lease: Row[Any] | None) -> tuple[AnomalyKind, str] | None:
+        if lease is None:
+            return None
+        holder = self.slots.get((rec.lease_id, rec.slot))
+        if holder is not None:
+            return AnomalyKind.DUPLICATE_SLOT, f"{_where(rec)}: the slot was already confirmed for SN {holder}"
+        other = self.sns.get((lease.cert_no, rec.sn))
+        if other is not None:
+            return AnomalyKind.SN_REBADGED_TWICE, (
+                f"{_where(rec)}: SN {rec.sn} was already rebadged under {lease.cert_no} "
+                f"in lease {other[0]} slot {other[1]}"
+            )
+        return None
+
+
+def _where(rec: Record) -> str:
+    return f"record {rec.seq} (SN {rec.sn}, lease {rec.lease_id}, slot {rec.slot})"
+
+
+async def confirmed_counts(conn: AsyncConnection, cert_nos: set[str]) -> dict[str, tuple[int, int]]:
+    """cert_no -> (confirmed, quantity) for the named certificates."""
+    counted = (
+        select(confirmations.c.cert_no, func.count().label("n"))
+        .where(confirmations.c.cert_no.in_(cert_nos))
+        .group_by(confirmations.c.cert_no)
+        .subquery()
+    )
+    rows = await conn.execute(
+        select(certificates.c.cert_no, certificates.c.quantity, func.coalesce(counted.c.n, 0))
+        .outerjoin(counted, counted.c.cert_no == certificates.c.cert_no)
+        .where(certificates.c.cert_no.in_(cert_nos))
+    )
+    return {r[0]: (int(r[2]), int(r[1])) for r in rows}

@@ -1,0 +1,190 @@
+"""The platform facade: one store, one issuer key; certificates, leases, gateways and verified ingest."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from cloud_bridge import certificates, gateways, issuer, leases, ledger
+from cloud_bridge.anomalies import AnomalyEvent, AnomalyKind
+from cloud_bridge.anomalies import store as store_anomaly
+from cloud_bridge.ledger import Outcome
+from cloud_bridge.store.engine import create_engine, migrate, sqlite_url
+from cloud_bridge.store.schema import confirmations, issuer_keys
+from cloud_bridge.verify import BatchRejectedError, parse_batch, verify_batch
+from wire.keys import PublicKey, SigningKey
+from wire.tokens import Ack, Certificate, Lease, sign
+from wire.topics import CertProgressPayload
+
+log = logging.getLogger(__name__)
+
+DB_FILE = "platform.db"
+DEFAULT_CERT_VALID_S = 30 * 86400
+DEFAULT_LEASE_VALID_S = 86400
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one `records` payload did: the outcome, the ack to publish (if any), new anomalies, fresh counts."""
+
+    outcome: Outcome
+    gw: str | None
+    seq: int | None = None  # the acked (or stored) seq of the gateway
+    head: bytes | None = None
+    ack: bytes | None = None  # signed Ack token, to publish retained on the gateway's ack topic
+    stored: int = 0
+    anomalies: tuple[AnomalyEvent, ...] = ()
+    progress: tuple[CertProgressPayload, ...] = ()
+
+
+class Platform:
+    """The platform's state and operations; every method is one database transaction."""
+
+    def __init__(self, engine: AsyncEngine, issuer_key: SigningKey, *, clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.issuer = issuer_key
+        self._clock = clock
+
+    @classmethod
+    async def open(
+        cls, data_dir: Path, *, db_url: str | None = None, clock: Callable[[], float] = time.time
+    ) -> Platform:
+        """Open (creating on first use) the data dir, issuer key and database, migrated to the newest schema."""
+        key = await asyncio.to_thread(issuer.load_or_create, data_dir)
+        engine = create_engine(db_url or sqlite_url(data_dir / DB_FILE))
+        try:
+            await migrate(engine)
+            platform = cls(engine, key, clock=clock)
+            await platform._pin_issuer_key()
+        except BaseException:
+            await engine.dispose()
+            raise
+        return platform
+
+    async def close(self) -> None:
+        """Close the database connections."""
+        await self.engine.dispose()
+
+    def now(self) -> int:
+        """The platform's clock, in whole seconds."""
+        return int(self._clock())
+
+    async def _pin_issuer_key(self) -> None:
+        kid = self.issuer.kid.hex()
+        async with self.engine.begin() as conn:
+            known = await conn.execute(select(issuer_keys.c.kid).where(issuer_keys.c.kid == kid))
+            if known.first() is None:
+                await conn.execute(
+                    issuer_keys.insert().values(
+                        kid=kid, public_key=self.issuer.public.raw, created_at=self.now(), active=True
+                    )
+                )
+
+    async def issue_certificate(
+        self,
+        *,
+        factory: str,
+        original_pid: str,
+        new_pid: str,
+        quantity: int,
+        protocols: Sequence[str] = ("wifi",),
+        valid_s: int = DEFAULT_CERT_VALID_S,
+        reason: str = "",
+    ) -> tuple[Certificate, bytes]:
+        """Apply for and approve a certificate in one step; return it and its signed token."""
+        async with self.engine.begin() as conn:
+            cert_no = await certificates.apply(
+                conn,
+                factory=factory,
+                original_pid=original_pid,
+                new_pid=new_pid,
+                quantity=quantity,
+                protocols=protocols,
+                valid_s=valid_s,
+                now=self.now(),
+                reason=reason,
+            )
+            return await certificates.approve(conn, cert_no, self.issuer, self.now())
+
+    async def register_gateway(self, key: PublicKey, name: str = "") -> str:
+        """Register a gateway key (idempotent); return its gateway id."""
+        async with self.engine.begin() as conn:
+            return await gateways.register(conn, key, name, self.now())
+
+    async def revoke_gateway(self, gw: str) -> None:
+        """Revoke a gateway: no more leases; its batches become anomalies."""
+        async with self.engine.begin() as conn:
+            await gateways.revoke(conn, gw, self.now())
+
+    async def issue_lease(
+        self, cert_no: str, gateway: PublicKey, slots: int, *, valid_s: int = DEFAULT_LEASE_VALID_S
+    ) -> tuple[Lease, bytes, bytes]:
+        """Lease up to `slots` free slots of a certificate to a gateway; return (lease, token, bundle bytes)."""
+        async with self.engine.begin() as conn:
+            gw = await gateways.register(conn, gateway, "", self.now())
+            row = await gateways.get(conn, gw)
+            return await leases.issue(
+                conn, cert_no, gateway, row, slots, valid_s=valid_s, issuer=self.issuer, now=self.now()
+            )
+
+    async def confirmed_count(self, cert_no: str) -> int:
+        """Distinct (lease, slot) confirmed by verified records of this certificate."""
+        async with self.engine.connect() as conn:
+            result = await conn.execute(
+                select(func.count()).select_from(confirmations).where(confirmations.c.cert_no == cert_no)
+            )
+            return int(result.scalar_one())
+
+    async def ingest(self, payload: bytes, *, topic_gw: str | None = None) -> IngestResult:
+        """Verify one `records` payload and apply it to the ledger; never raises for bad input."""
+        now = self.now()
+        async with self.engine.begin() as conn:
+            try:
+                applied = await self._verify_and_apply(conn, payload, topic_gw, now)
+            except BatchRejectedError as exc:
+                event = await store_anomaly(conn, exc.kind, str(exc), now, payload=payload, gw=exc.gw, seq=exc.seq)
+                return IngestResult(Outcome.REJECTED, exc.gw, anomalies=(event,))
+            counts = await ledger.confirmed_counts(conn, applied.certs) if applied.certs else {}
+        progress = tuple(
+            CertProgressPayload(cert_no=no, confirmed=n, quantity=q) for no, (n, q) in sorted(counts.items())
+        )
+        ack = None
+        if applied.outcome in (Outcome.APPLIED, Outcome.DUPLICATE):
+            ack = sign(Ack(gw=applied.gw, seq=applied.seq, head=applied.head, at=now), self.issuer)
+        return IngestResult(
+            applied.outcome,
+            applied.gw,
+            seq=applied.seq,
+            head=applied.head,
+            ack=ack,
+            stored=applied.stored,
+            anomalies=tuple(applied.anomalies),
+            progress=progress,
+        )
+
+    async def _verify_and_apply(
+        self, conn: AsyncConnection, payload: bytes, topic_gw: str | None, now: int
+    ) -> ledger.Applied:
+        batch = parse_batch(payload, topic_gw)
+        row = await gateways.find(conn, batch.gw)
+        if row is None:
+            raise BatchRejectedError(
+                f"batch from unknown gateway {batch.gw}; register its key first",
+                kind=AnomalyKind.UNKNOWN_GATEWAY,
+                gw=batch.gw,
+            )
+        if row.revoked:
+            raise BatchRejectedError(
+                f"batch from revoked gateway {batch.gw}: kept as evidence, not counted",
+                kind=AnomalyKind.REVOKED_GATEWAY,
+                gw=batch.gw,
+            )
+        verified = verify_batch(batch, PublicKey(bytes(row.public_key)))
+        return await ledger.apply(conn, verified, now, payload)

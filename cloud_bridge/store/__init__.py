@@ -1,0 +1,1 @@
+"""The platform's store: SQLAlchemy Core tables, the engine, and Alembic migrations."""

@@ -1,0 +1,171 @@
+"""SQLAlchemy Core tables. Alembic migrations in `cloud_bridge/migrations/` create them; keep both in step."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+# Named constraints so Alembic can alter them on SQLite (batch mode) and PostgreSQL alike.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+issuer_keys = Table(
+    "issuer_keys",
+    metadata,
+    Column("kid", String(16), primary_key=True),  # hex of wire.keys.kid_of
+    Column("public_key", LargeBinary(32), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("active", Boolean, nullable=False, default=True),
+)
+
+certificates = Table(
+    "certificates",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("cert_no", String(12), unique=True),  # "RC" + the id, set in the same transaction
+    Column("factory", String(64), nullable=False),
+    Column("original_pid", String(16), nullable=False),
+    Column("new_pid", String(16), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("protocols", String(64), nullable=False),  # comma-separated
+    Column("reason", Text, nullable=False, default=""),
+    Column("applicant", String(128), nullable=False, default=""),
+    Column("status", String(16), nullable=False),  # pending, approved, rejected, revoked
+    Column("audit_comment", Text, nullable=False, default=""),
+    Column("auditor", String(128), nullable=False, default=""),
+    Column("valid_s", BigInteger, nullable=False),
+    Column("nbf", BigInteger),
+    Column("exp", BigInteger),
+    Column("token", LargeBinary),
+    Column("token_hash", LargeBinary(32)),
+    Column("issuer_kid", String(16)),
+    Column("created_at", BigInteger, nullable=False),
+    Column("decided_at", BigInteger),
+)
+
+gateways = Table(
+    "gateways",
+    metadata,
+    Column("gw", String(16), primary_key=True),  # hex of the gateway key's kid
+    Column("public_key", LargeBinary(32), unique=True, nullable=False),
+    Column("name", String(128), nullable=False, default=""),
+    Column("revoked", Boolean, nullable=False, default=False),
+    Column("registered_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger),
+)
+
+gateway_heads = Table(
+    "gateway_heads",
+    metadata,
+    Column("gw", String(16), ForeignKey("gateways.gw"), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("head", LargeBinary(32), nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("lease_id", String(10), primary_key=True),
+    Column("cert_no", String(12), ForeignKey("certificates.cert_no"), nullable=False, index=True),
+    Column("gw", String(16), ForeignKey("gateways.gw"), nullable=False, index=True),
+    Column("slot_lo", Integer, nullable=False),
+    Column("slot_hi", Integer, nullable=False),
+    Column("exp", BigInteger, nullable=False),
+    Column("token", LargeBinary, nullable=False),
+    Column("state", String(16), nullable=False),  # active, released, expired
+    Column("issued_at", BigInteger, nullable=False),
+    Column("ended_at", BigInteger),
+)
+
+# Which slots of a certificate are taken: an active lease holds its whole range; an ended lease keeps only the
+# slots its records used. Free slots are the complement within [0, quantity).
+slot_holds = Table(
+    "slot_holds",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("cert_no", String(12), ForeignKey("certificates.cert_no"), nullable=False, index=True),
+    Column("lease_id", String(10), ForeignKey("leases.lease_id"), nullable=False, index=True),
+    Column("lo", Integer, nullable=False),
+    Column("hi", Integer, nullable=False),
+)
+
+records = Table(
+    "records",
+    metadata,
+    Column("gw", String(16), ForeignKey("gateways.gw"), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("digest", LargeBinary(32), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("lease_id", String(16), nullable=False),
+    Column("slot", Integer, nullable=False),
+    Column("sn", String(28), nullable=False),
+    Column("old_pid", String(16), nullable=False),
+    Column("new_pid", String(16), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("counted", Boolean, nullable=False),  # a confirmed record that passed every ledger check
+    Column("received_at", BigInteger, nullable=False),
+    Index("ix_records_lease_slot", "lease_id", "slot"),
+)
+
+# One row per (lease, slot) confirmed by a verified record: what the counts are made of.
+confirmations = Table(
+    "confirmations",
+    metadata,
+    Column("lease_id", String(10), ForeignKey("leases.lease_id"), primary_key=True),
+    Column("slot", Integer, primary_key=True),
+    Column("cert_no", String(12), ForeignKey("certificates.cert_no"), nullable=False),
+    Column("sn", String(28), nullable=False),
+    Column("gw", String(16), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Index("ix_confirmations_cert_sn", "cert_no", "sn"),
+)
+
+anomalies = Table(
+    "anomalies",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False, index=True),
+    Column("gw", String(64)),
+    Column("seq", BigInteger),
+    Column("cert_no", String(12)),
+    Column("lease_id", String(16)),
+    Column("slot", Integer),
+    Column("sn", String(28)),
+    Column("message", Text, nullable=False),
+    Column("payload", LargeBinary),  # the offending bytes, kept as evidence (bounded by the MQTT size limit)
+    Column("at", BigInteger, nullable=False),
+)
+
+__all__ = [
+    "anomalies",
+    "certificates",
+    "confirmations",
+    "gateway_heads",
+    "gateways",
+    "issuer_keys",
+    "leases",
+    "metadata",
+    "records",
+    "slot_holds",
+]

@@ -1,0 +1,132 @@
+"""The MQTT worker: takes gateways' record batches off the broker, ingests them, publishes signed acks.
+
+Workers keep no state of their own, so several can share one MQTT 5 shared subscription (`$share/GROUP/...`)
+in front of one database; the compare-and-set on each gateway's head keeps the ledger right whoever ingests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+import ssl
+
+import aiomqtt
+from aiomqtt import ProtocolVersion
+from sqlalchemy.exc import SQLAlchemyError
+
+from cloud_bridge.errors import CloudError
+from cloud_bridge.platform import IngestResult, Platform
+from wire import topics
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+PUBLISH_TIMEOUT_S = 10.0
+RECONNECT_MIN_S = 0.2
+RECONNECT_MAX_S = 30.0
+KEEPALIVE_S = 30
+
+
+class IngestWorker:
+    """Subscribes to every gateway's `records` topic, ingests each batch and publishes the outcome."""
+
+    def __init__(
+        self,
+        platform: Platform,
+        *,
+        host: str,
+        port: int,
+        shared_group: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        reconnect_min_s: float = RECONNECT_MIN_S,
+        reconnect_max_s: float = RECONNECT_MAX_S,
+    ) -> None:
+        self.platform = platform
+        self.host = host
+        self.port = port
+        self.shared_group = shared_group
+        self._username = username
+        self._password = password
+        self._tls = tls_context
+        self._reconnect = (reconnect_min_s, reconnect_max_s)
+        self.client_id = f"rebadge-cloud-{secrets.token_hex(4)}"
+        self.ready = asyncio.Event()  # set while connected and subscribed
+        self.lost = asyncio.Event()  # set when a connection ends, until the next one is ready
+        self.handled = 0  # payloads taken off the broker, for tests and health
+
+    def subscription(self, topic: str) -> str:
+        """`topic`, inside the shared subscription group when the worker shares its load."""
+        return f"$share/{self.shared_group}/{topic}" if self.shared_group else topic
+
+    async def run(self) -> None:
+        """Connect, subscribe and ingest until cancelled, reconnecting with capped, jittered backoff."""
+        delay = self._reconnect[0]
+        while True:
+            try:
+                await self._session()
+            except aiomqtt.MqttError as exc:
+                log.warning(
+                    "MQTT connection to %s:%d lost or refused (%s); retrying in %.1fs", self.host, self.port, exc, delay
+                )
+            finally:
+                self.ready.clear()
+                self.lost.set()
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self._reconnect[1])
+
+    def _client(self) -> aiomqtt.Client:
+        return aiomqtt.Client(
+            self.host,
+            self.port,
+            identifier=self.client_id,
+            protocol=ProtocolVersion.V5,
+            username=self._username,
+            password=self._password,
+            tls_context=self._tls,
+            keepalive=KEEPALIVE_S,
+            timeout=CONNECT_TIMEOUT_S,
+        )
+
+    async def _session(self) -> None:
+        async with self._client() as client:
+            await client.subscribe(self.subscription(topics.ALL_RECORDS), qos=1, timeout=CONNECT_TIMEOUT_S)
+            log.info("worker %s subscribed to %s on %s:%d", self.client_id, topics.ALL_RECORDS, self.host, self.port)
+            self.lost.clear()
+            self.ready.set()
+            async for message in client.messages:
+                await self._on_message(client, message)
+
+    async def _on_message(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        self.handled += 1
+        try:
+            gw = topics.gw_of(message.topic.value)
+        except ValueError:
+            log.warning("ignoring a message on unexpected topic %s", message.topic.value)
+            return
+        payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+        try:
+            result = await self.platform.ingest(bytes(payload), topic_gw=gw)
+        except (SQLAlchemyError, CloudError, OSError):
+            # The database is down or busy: nothing was applied and nothing is acked, so the gateway resends.
+            log.exception("could not ingest a batch from gateway %s; it will be resent", gw)
+            return
+        await self._publish(client, result)
+
+    async def _publish(self, client: aiomqtt.Client, result: IngestResult) -> None:
+        if result.ack is not None and result.gw is not None:
+            await client.publish(topics.ack(result.gw), result.ack, qos=1, retain=True, timeout=PUBLISH_TIMEOUT_S)
+            log.debug("acked gateway %s up to seq %s", result.gw, result.seq)
+        for progress in result.progress:
+            await client.publish(
+                topics.cert_progress(progress.cert_no),
+                progress.model_dump_json(),
+                qos=1,
+                retain=True,
+                timeout=PUBLISH_TIMEOUT_S,
+            )
+        for event in result.anomalies:
+            await client.publish(topics.ANOMALIES, event.model_dump_json(), qos=1, timeout=PUBLISH_TIMEOUT_S)

@@ -1,0 +1,204 @@
+"""The ingest worker against a real mosquitto: acks, duplicates, gaps, forks, hostile payloads, broker restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiomqtt
+import pytest
+from sqlalchemy import func, select
+
+from cloud_bridge.platform import Platform
+from cloud_bridge.store.schema import records
+from cloud_bridge.worker import IngestWorker
+from rebadge.broker import PrivateBroker
+from tests.test_cloud_helpers import NEW_PID, OLD_PID, Journal
+from wire import topics
+from wire.keys import KeyRing, SigningKey
+from wire.tokens import Ack, verify
+
+WAIT_S = 5.0
+QUIET_S = 0.3  # how long "nothing happens" is watched for
+
+
+class Listener:
+    """Everything the platform publishes under rebadge/v1/cloud/, as (topic, payload, retained)."""
+
+    def __init__(self) -> None:
+        self.messages: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue()
+
+    async def next(self, topic: str, timeout: float = WAIT_S) -> tuple[bytes, bool]:
+        """The next message on `topic` (others are dropped)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                got, payload, retained = await self.messages.get()
+                if got == topic:
+                    return payload, retained
+
+    async def nothing_on(self, topic: str) -> bool:
+        """True when no message arrives on `topic` for QUIET_S."""
+        try:
+            await self.next(topic, timeout=QUIET_S)
+        except TimeoutError:
+            return True
+        return False
+
+
+@asynccontextmanager
+async def listening(broker: PrivateBroker) -> AsyncIterator[Listener]:
+    listener = Listener()
+    async with aiomqtt.Client(broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V5) as client:
+        await client.subscribe("rebadge/v1/cloud/#", qos=1)
+
+        async def pump() -> None:
+            async for m in client.messages:
+                assert isinstance(m.payload, bytes)
+                listener.messages.put_nowait((m.topic.value, m.payload, m.retain))
+
+        task = asyncio.create_task(pump())
+        try:
+            yield listener
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+
+@asynccontextmanager
+async def running_worker(platform: Platform, broker: PrivateBroker) -> AsyncIterator[IngestWorker]:
+    worker = IngestWorker(platform, host=broker.host, port=broker.port, reconnect_min_s=0.05, reconnect_max_s=0.2)
+    task = asyncio.create_task(worker.run())
+    try:
+        async with asyncio.timeout(WAIT_S):
+            await worker.ready.wait()
+        yield worker
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture
+async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
+    p = await Platform.open(tmp_path / "cloud")
+    yield p
+    await p.close()
+
+
+async def publish(broker: PrivateBroker, gw: str, payload: bytes) -> None:
+    async with aiomqtt.Client(broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V5) as client:
+        await client.publish(topics.records(gw), payload, qos=1)
+
+
+async def stored_count(platform: Platform, gw: str) -> int:
+    async with platform.engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).where(records.c.gw == gw))).scalar_one())
+
+
+async def leased_journal(platform: Platform, slots: int = 5) -> tuple[Journal, str, str]:
+    cert, _ = await platform.issue_certificate(factory="F1", original_pid=OLD_PID, new_pid=NEW_PID, quantity=10)
+    j = Journal()
+    lease, _, _ = await platform.issue_lease(cert.cert_no, j.key.public, slots)
+    return j, cert.cert_no, lease.lease_id
+
+
+def acked(platform: Platform, token: bytes) -> Ack:
+    return verify(token, Ack, KeyRing([platform.issuer.public]))
+
+
+async def test_batch_over_mqtt_is_stored_once_and_acked_retained(platform: Platform, broker: PrivateBroker) -> None:
+    j, cert_no, lease_id = await leased_journal(platform)
+    j.confirm(lease_id, 0, "SN0001")
+    j.confirm(lease_id, 1, "SN0002")
+    async with running_worker(platform, broker), listening(broker) as heard:
+        await publish(broker, j.gw, j.batch())
+        ack = acked(platform, (await heard.next(topics.ack(j.gw)))[0])
+        assert (ack.gw, ack.seq, ack.head) == (j.gw, 4, j.head)
+        progress = json.loads((await heard.next(topics.cert_progress(cert_no)))[0])
+        assert progress == {"cert_no": cert_no, "confirmed": 2, "quantity": 10}
+        await publish(broker, j.gw, j.batch())  # the gateway did not see the ack and resends
+        again = acked(platform, (await heard.next(topics.ack(j.gw)))[0])
+        assert again.seq == 4
+    assert await stored_count(platform, j.gw) == 4
+    async with listening(broker) as late:  # a gateway connecting later still finds its ack
+        payload, retained = await late.next(topics.ack(j.gw))
+        assert retained
+        assert acked(platform, payload).seq == 4
+
+
+async def test_gap_waits_then_fills(platform: Platform, broker: PrivateBroker) -> None:
+    j, _, lease_id = await leased_journal(platform)
+    for slot in range(3):
+        j.confirm(lease_id, slot, f"SN000{slot}")
+    async with running_worker(platform, broker), listening(broker) as heard:
+        await publish(broker, j.gw, j.batch(3, 6))
+        assert await heard.nothing_on(topics.ack(j.gw))
+        assert await stored_count(platform, j.gw) == 0
+        await publish(broker, j.gw, j.batch(1, 2))
+        assert acked(platform, (await heard.next(topics.ack(j.gw)))[0]).seq == 2
+        await publish(broker, j.gw, j.batch(3, 6))
+        assert acked(platform, (await heard.next(topics.ack(j.gw)))[0]).seq == 6
+    assert await stored_count(platform, j.gw) == 6
+
+
+async def test_fork_is_published_as_an_anomaly(platform: Platform, broker: PrivateBroker) -> None:
+    j, _, lease_id = await leased_journal(platform)
+    j.confirm(lease_id, 0, "SN0001")
+    restored = Journal(j.key)
+    restored.confirm(lease_id, 0, "SN0009")
+    async with running_worker(platform, broker), listening(broker) as heard:
+        await publish(broker, j.gw, j.batch())
+        await heard.next(topics.ack(j.gw))
+        await publish(broker, j.gw, restored.batch())
+        anomaly = json.loads((await heard.next(topics.ANOMALIES))[0])
+        assert anomaly["kind"] == "fork"
+        assert anomaly["gw"] == j.gw
+        assert anomaly["seq"] == 1
+        assert await heard.nothing_on(topics.ack(j.gw))
+    assert await stored_count(platform, j.gw) == 2
+
+
+async def test_hostile_payloads_change_nothing_and_the_worker_lives_on(
+    platform: Platform, broker: PrivateBroker
+) -> None:
+    j, cert_no, lease_id = await leased_journal(platform)
+    j.confirm(lease_id, 0, "SN0001")
+    stranger = Journal()
+    stranger.confirm(lease_id, 1, "SN0002")
+    hostile = [
+        (j.gw, j.batch(key=SigningKey.generate()), "bad_signature"),
+        (stranger.gw, stranger.batch(), "unknown_gateway"),
+        (j.gw, b"\xff\x00 not cbor at all", "malformed"),
+        (j.gw, b"", "malformed"),
+        (j.gw, j.batch()[:-7], "malformed"),  # truncated
+    ]
+    async with running_worker(platform, broker) as worker, listening(broker) as heard:
+        for gw, payload, kind in hostile:
+            await publish(broker, gw, payload)
+            anomaly = json.loads((await heard.next(topics.ANOMALIES))[0])
+            assert anomaly["kind"] == kind, anomaly
+        assert await stored_count(platform, j.gw) == 0
+        assert await platform.confirmed_count(cert_no) == 0
+        await publish(broker, j.gw, j.batch())
+        assert acked(platform, (await heard.next(topics.ack(j.gw)))[0]).seq == 2
+        assert worker.handled == len(hostile) + 1
+    assert await platform.confirmed_count(cert_no) == 1
+
+
+async def test_worker_reconnects_after_a_broker_restart(platform: Platform, broker: PrivateBroker) -> None:
+    j, _, lease_id = await leased_journal(platform)
+    j.confirm(lease_id, 0, "SN0001")
+    async with running_worker(platform, broker) as worker:
+        broker.stop()
+        async with asyncio.timeout(WAIT_S):
+            await worker.lost.wait()
+        broker.start()
+        async with asyncio.timeout(WAIT_S):
+            await worker.ready.wait()
+        async with listening(broker) as heard:
+            await publish(broker, j.gw, j.batch())
+            assert acked(platform, (await heard.next(topics.ack(j.gw)))[0]).seq == 2
