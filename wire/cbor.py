@@ -10,8 +10,9 @@ from wire.errors import MalformedError
 
 # Large enough for a full batch of MAX_BATCH_RECORDS records of the largest size the Record model allows.
 MAX_CBOR_BYTES = 1024 * 1024
-# Everything cbor2 raises for bad input, including decimal errors from tags 4/5 (ArithmeticError).
-DECODE_ERRORS = (cbor2.CBORDecodeError, ValueError, TypeError, ArithmeticError, RecursionError)
+# Everything cbor2 raises for bad input: decimal errors from tags 4/5 (ArithmeticError), and RuntimeError when a
+# tag used as a map key fails to hash (cbor2 5.9 then keeps raising it for such keys; RecursionError is one too).
+DECODE_ERRORS = (cbor2.CBORDecodeError, ValueError, TypeError, ArithmeticError, RuntimeError)
 _INT_LIMIT = 2**64
 
 
