@@ -8,10 +8,13 @@ import os
 import shutil
 import sqlite3
 import stat
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.errors import DiskFullError, JournalCorruptError, JournalError
 from agent.journal import SCHEMA_VERSION, Attempt, AttemptState, Counts, Journal, StoredLease
@@ -613,3 +616,154 @@ async def test_a_newer_schema_is_refused(path: Path, clock: Clock) -> None:
     edit(path, "PRAGMA user_version = 99")
     with pytest.raises(JournalError, match="schema v99, newer than this agent's v2; upgrade the agent"):
         await Journal.open(path, GW, clock=clock)
+
+
+# -- random histories ------------------------------------------------------------------------------------------------
+
+MODEL_LEASES = {"LA": (0, 3, T0 + 50), "LB": (10, 13, FAR)}  # LA expires when the history says "expire"
+LIVE = {AttemptState.RESERVED, AttemptState.CONFIRMED, AttemptState.IN_DOUBT}
+OPEN = {AttemptState.RESERVED, AttemptState.IN_DOUBT}
+MOVES = {
+    "confirm": (AttemptState.CONFIRMED, OPEN),
+    "release": (AttemptState.RELEASED, OPEN),
+    "doubt": (AttemptState.IN_DOUBT, {AttemptState.RESERVED}),
+}
+HISTORIES = st.lists(
+    st.one_of(
+        st.tuples(st.just("reserve"), st.integers(0, 7)),
+        st.tuples(st.sampled_from(sorted(MOVES)), st.integers(0, 40)),
+        st.tuples(st.just("ack"), st.integers(0, 40)),
+        st.tuples(st.sampled_from(["reopen", "recover", "expire"]), st.just(0)),
+    ),
+    max_size=30,
+)
+
+
+class Model:
+    """What the journal should hold: attempts by id, the clock, and the retired end of the chain."""
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.attempts: dict[int, tuple[str, int, str, AttemptState]] = {}  # id -> lease, slot, SN, state
+        self.retired = (0, GENESIS)
+
+    def active(self) -> list[tuple[str, int, int]]:
+        leases = [(lo, hi, lid) for lid, (lo, hi, exp) in MODEL_LEASES.items() if exp > self.clock.now]
+        return [(lid, lo, hi) for lo, hi, lid in sorted(leases)]
+
+    def lowest_free(self) -> tuple[str, int] | None:
+        held = {(lid, slot) for lid, slot, _, state in self.attempts.values() if state in LIVE}
+        for lid, lo, hi in self.active():
+            for slot in range(lo, hi):
+                if (lid, slot) not in held:
+                    return lid, slot
+        return None
+
+    def sn_blocked(self, sn: str) -> bool:
+        return any(s == sn and state in LIVE for _, _, s, state in self.attempts.values())
+
+    def counts(self, refused: int) -> Counts:
+        states = [state for _, _, _, state in self.attempts.values()]
+        active = {lid for lid, _, _ in self.active()}
+        size = sum(hi - lo for lid, lo, hi in self.active())
+        held = sum(1 for lid, _, _, state in self.attempts.values() if lid in active and state in LIVE)
+        return Counts(
+            "C1", states.count(AttemptState.CONFIRMED), states.count(AttemptState.IN_DOUBT), refused, size, size - held
+        )
+
+
+async def step(journal: Journal, model: Model, op: str, arg: int, path: Path) -> Journal:
+    """Apply one operation to the journal and the model; return the (maybe reopened) journal."""
+    if op == "reserve":
+        sn = f"SN{arg:04d}"
+        if model.sn_blocked(sn):
+            with pytest.raises(JournalError, match=f"SN {sn}"):
+                await reserve(journal, sn)
+            return journal
+        got = await reserve(journal, sn)
+        assert (got and (got.lease_id, got.slot)) == model.lowest_free()
+        if got is not None:
+            assert got.id not in model.attempts
+            model.attempts[got.id] = (got.lease_id, got.slot, sn, AttemptState.RESERVED)
+    elif op in MOVES and model.attempts:
+        attempt_id = sorted(model.attempts)[arg % len(model.attempts)]
+        lid, slot, sn, state = model.attempts[attempt_id]
+        to, allowed = MOVES[op]
+        if state not in allowed:
+            with pytest.raises(
+                JournalError, match=f"attempt {attempt_id} for SN {sn} is {state}; it cannot become {to}"
+            ):
+                await move(journal, op, attempt_id)
+            return journal
+        assert (await move(journal, op, attempt_id)).state is to
+        model.attempts[attempt_id] = (lid, slot, sn, to)
+    elif op == "ack":
+        await ack(journal, model, arg)
+    elif op == "reopen":
+        await journal.close()
+        return await Journal.open(path, GW, clock=model.clock)
+    elif op == "recover":
+        recovered = await journal.recover()
+        expected = sorted(i for i, (_, _, _, state) in model.attempts.items() if state is AttemptState.RESERVED)
+        assert [a.id for a in recovered] == expected
+        for i in expected:
+            lid, slot, sn, _ = model.attempts[i]
+            model.attempts[i] = (lid, slot, sn, AttemptState.IN_DOUBT)
+    elif op == "expire":
+        model.clock.now = T0 + 60
+    return journal
+
+
+async def move(journal: Journal, op: str, attempt_id: int) -> Attempt:
+    if op == "confirm":
+        return await journal.confirm(attempt_id)
+    if op == "release":
+        return await journal.release(attempt_id, "refused")
+    return await journal.mark_in_doubt(attempt_id, "no answer")
+
+
+async def ack(journal: Journal, model: Model, arg: int) -> None:
+    """Ack part of what is pending: the right digest retires, a wrong one (arg > 30) retires nothing."""
+    head_seq, _ = await journal.head()
+    acked = await journal.acked()
+    if head_seq == acked:
+        return
+    seq = acked + 1 + arg % (head_seq - acked)
+    record = (await journal.pending(acked, seq - acked))[-1]
+    if arg > 30:
+        with pytest.raises(JournalError, match="nothing retired"):
+            await journal.apply_ack(seq, bytes(32))
+        return
+    assert await journal.apply_ack(seq, record.digest()) == seq - acked
+    model.retired = (seq, record.digest())
+
+
+async def check_ledger(journal: Journal, model: Model, path: Path, refused: int) -> None:
+    """The chain links from the retired end to the head; no slot is held twice; counts match the model."""
+    retired_seq, retired_digest = model.retired
+    assert await journal.acked() == retired_seq
+    kept = await journal.pending(retired_seq, 10_000)
+    assert await journal.head() == (retired_seq + len(kept), check_chain(kept, retired_digest, retired_seq + 1))
+    counts = await journal.counts("C1")
+    assert counts == model.counts(refused)
+    assert counts.confirmed + counts.in_doubt <= sum(hi - lo for lo, hi, _ in MODEL_LEASES.values())
+    assert live_slot_dupes(path) == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(history=HISTORIES)
+async def test_random_histories_keep_the_ledger_sound(history: list[tuple[str, int]]) -> None:
+    model = Model()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "journal.sqlite"
+        journal = await Journal.open(path, GW, clock=model.clock)
+        try:
+            for lid, (lo, hi, exp) in MODEL_LEASES.items():
+                await journal.add_lease(*make_lease(lid, lo, hi, exp=exp))
+            for op, arg in history:
+                journal = await step(journal, model, op, arg, path)
+                await check_ledger(journal, model, path, refused=0)
+        finally:
+            await journal.close()
+        async with await Journal.open(path, GW, clock=model.clock) as journal:  # the whole chain checks out at open
+            await check_ledger(journal, model, path, refused=0)
