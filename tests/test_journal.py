@@ -572,6 +572,7 @@ async def test_stored_v1_journal_migrates_with_records_and_chain_intact(old_jour
         assert db.execute("PRAGMA user_version").fetchone() == (1,)
         bodies = {seq: bytes(body) for seq, body in db.execute("SELECT seq, body FROM records")}
     async with await Journal.open(old_journal, "line-old", clock=clock) as journal:
+        assert stat.S_IMODE(os.stat(old_journal).st_mode) == 0o600  # the copy was 0644: set back
         assert await journal.acked() == 3
         pending = await journal.pending(0, 100)
         assert [r.seq for r in pending] == [4, 5, 6, 7, 8, 9]
