@@ -23,6 +23,7 @@ from simulator.firmware import Fault
 from simulator.goods import UnitSpec, build_wifi_line
 from simulator.wifi import LinkFault, WifiDevice
 from tests.helpers import NEW_PID, ORIGINAL_PID, Issuer
+from wire.announce import Announce
 from wire.device import InfoRequest, Radio, Status
 from wire.frames55aa import Command, Decoder, Frame, encode
 from wire.keys import SigningKey
@@ -274,14 +275,61 @@ async def test_static_devices_need_no_announcement(issuer: Issuer) -> None:
             assert (await link.info(ANSWER)).sn == SN
 
 
-async def test_announced_but_refusing_connections_is_not_found() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead_port = s.getsockname()[1]  # closed again before anyone connects
-    async with started(wifi_config(), static_devices={SN: ("127.0.0.1", dead_port)}) as radio:
+async def test_static_device_refusing_connections_is_not_found_at_once() -> None:
+    async with started(wifi_config(), static_devices={SN: ("127.0.0.1", dead_port())}) as radio:
+        started_at = time.monotonic()
         with pytest.raises(DeviceNotFoundError, match="TCP connect failed") as caught:
             await radio.open(SN, 1.0)
+        assert time.monotonic() - started_at < 0.5
     assert caught.value.sent is False
+
+
+def dead_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # closed again before anyone connects
+
+
+def announce(radio: WifiRadio, sn: str, port: int) -> None:
+    assert radio.discovery_address is not None
+    ann = Announce(sn=sn, pid=ORIGINAL_PID, ip="127.0.0.1", port=port)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(ann.to_bytes(), radio.discovery_address)
+
+
+async def test_stale_address_waits_for_the_restarted_device(issuer: Issuer) -> None:
+    async with started(wifi_config()) as radio:
+        announce(radio, SN, dead_port())
+        await until(lambda: radio.table.fresh(SN) is not None)
+        opening = asyncio.create_task(radio.open(SN, FIND))
+        await asyncio.sleep(0.05)  # the first connect is refused; the radio now waits for a new announcement
+        assert not opening.done()
+        async with line(radio, issuer, UnitSpec(SN, ORIGINAL_PID)):
+            link = await opening
+            try:
+                assert (await link.info(ANSWER)).sn == SN
+            finally:
+                await link.close()
+
+
+async def test_announced_but_dead_device_is_not_found_naming_the_connect_failure() -> None:
+    async with started(wifi_config()) as radio:
+        announce(radio, SN, dead_port())
+        await until(lambda: radio.table.fresh(SN) is not None)
+        with pytest.raises(DeviceNotFoundError, match="TCP connect failed") as caught:
+            await radio.open(SN, 0.2)
+    assert caught.value.sent is False
+
+
+async def test_radio_can_be_restarted(issuer: Issuer) -> None:
+    radio = WifiRadio(wifi_config())
+    for _ in range(2):
+        await radio.start()
+        try:
+            async with line(radio, issuer, UnitSpec(SN, ORIGINAL_PID)), radio.connect(SN, FIND) as link:
+                assert (await link.info(ANSWER)).sn == SN
+        finally:
+            await radio.stop()
 
 
 async def test_cancelling_an_exchange_propagates_and_closes_the_link(issuer: Issuer, gateway: SigningKey) -> None:

@@ -41,7 +41,7 @@ class DeviceTable:
         self._clock = clock
         self._seen: dict[str, Sighting] = {}
         self._waiters: dict[str, set[asyncio.Future[Sighting]]] = {}
-        self._closed = False
+        self.closed = False
 
     def update(self, ann: Announce) -> None:
         """Record an announcement and wake whoever waits for its SN."""
@@ -75,6 +75,10 @@ class DeviceTable:
             return None
         return seen
 
+    def forget(self, sn: str) -> None:
+        """Drop a sighting that proved wrong (the device moved or restarted on another port)."""
+        self._seen.pop(sn, None)
+
     def sightings(self) -> list[Sighting]:
         """Every device announced within the TTL."""
         now = self._clock()
@@ -85,7 +89,7 @@ class DeviceTable:
         seen = self.fresh(sn)
         if seen is not None:
             return seen
-        if self._closed:
+        if self.closed:
             raise ConnectionAbortedError("discovery is stopped")
         fut: asyncio.Future[Sighting] = asyncio.get_running_loop().create_future()
         waiters = self._waiters.setdefault(sn, set())
@@ -99,7 +103,7 @@ class DeviceTable:
 
     def close(self) -> None:
         """Fail every waiter: discovery is going down."""
-        self._closed = True
+        self.closed = True
         for waiters in self._waiters.values():
             for fut in waiters:
                 if not fut.done():
@@ -117,6 +121,12 @@ class DiscoveryProtocol(asyncio.DatagramProtocol):
 
     def __init__(self, table: DeviceTable) -> None:
         self.table = table
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The socket is closed (the port is free again)."""
+        if not self.lost.done():
+            self.lost.set_result(None)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
         """Parse one datagram as an announcement."""

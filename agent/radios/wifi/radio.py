@@ -19,6 +19,8 @@ from wire.ids import check_sn
 
 log = logging.getLogger(__name__)
 
+UDP_CLOSE_TIMEOUT = 1.0
+
 
 class WifiRadio(Radio):
     """Wi-Fi goods: UDP discovery, TCP links, optional AP mode through NetworkManager."""
@@ -38,6 +40,7 @@ class WifiRadio(Radio):
         self._static.update(static_devices or {})
         self._nmcli = nmcli
         self._transport: asyncio.DatagramTransport | None = None
+        self._protocol: DiscoveryProtocol | None = None
         self._links: set[WifiLink] = set()
         # Joining one access point leaves the previous one: AP mode reaches one device at a time.
         self._ap_lock = asyncio.Lock()
@@ -54,20 +57,28 @@ class WifiRadio(Radio):
         """Listen for announcements (not in AP mode: there is no shared network to announce on)."""
         if self.config.ap_mode or self._transport is not None:
             return
+        if self.table.closed:
+            self.table = DeviceTable(self.config.announce_ttl_s)
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
+        transport, protocol = await loop.create_datagram_endpoint(
             lambda: DiscoveryProtocol(self.table),
             local_addr=(self.config.bind_address, self.config.discovery_port),
         )
-        self._transport = transport
+        self._transport, self._protocol = transport, protocol
         log.info("wifi: listening for announcements on %s:%d", *self.discovery_address or ("?", 0))
 
     async def stop(self) -> None:
         """Stop listening, fail pending waits and close every open link."""
         self.table.close()
-        if self._transport is not None:
+        if self._transport is not None and self._protocol is not None:
             self._transport.close()
             self._transport = None
+            # The socket closes on a later loop turn; wait so a restart can bind the port again.
+            try:
+                async with asyncio.timeout(UDP_CLOSE_TIMEOUT):
+                    await self._protocol.lost
+            except TimeoutError:
+                log.warning("wifi: discovery socket did not close within %ss", UDP_CLOSE_TIMEOUT)
         for link in list(self._links):
             await link.close()
 
@@ -90,9 +101,17 @@ class WifiRadio(Radio):
         stage = "waiting for its announcement"
         try:
             async with asyncio.timeout(timeout):
-                host, port = await self._address_of(sn)
-                stage = f"connecting to {host}:{port}"
-                return await self._connect(sn, host, port)
+                while True:
+                    host, port = await self._address_of(sn)
+                    stage = f"connecting to {host}:{port}"
+                    try:
+                        return await self._connect(sn, host, port)
+                    except DeviceNotFoundError as exc:
+                        if sn in self._static:
+                            raise
+                        # A device that restarted announces its new port soon; wait for that within `timeout`.
+                        self.table.forget(sn)
+                        stage = f"waiting for a new announcement after: {exc}"
         except TimeoutError as exc:
             raise DeviceNotFoundError(f"wifi: device {sn} not reached within {timeout}s ({stage})", sn=sn) from exc
 
