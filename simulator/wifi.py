@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 ANNOUNCE_INTERVAL = 5.0
 START_TIMEOUT = 5.0
 STOP_TIMEOUT = 5.0
-CLOSE_TIMEOUT = 1.0
 READ_CHUNK = 4096
 
 
