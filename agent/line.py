@@ -248,8 +248,8 @@ class Line:
             counts = await self.journal.counts(scan.cert_no)
             raise Refused(
                 "quota_exhausted",
-                f"quota exhausted: all {counts.lease_size} slots of certificate {scan.cert_no} on this gateway "
-                f"are used ({counts.confirmed} confirmed, {counts.in_doubt} in doubt); {scan.sn} was not rebadged",
+                f"quota exhausted: all {counts.lease_size} slots of {scan.cert_no} are used "
+                f"({counts.confirmed} confirmed, {counts.in_doubt} in doubt)",
             )
         self._on_records()
         scan.slot, scan.lease_id = attempt.slot, attempt.lease_id

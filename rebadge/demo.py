@@ -131,23 +131,23 @@ async def _run_line(
         factory="demo-factory", original_pid=ORIGINAL_PID, new_pid=NEW_PID, quantity=quota,
         protocols=[r.value for r in radios],
     )  # fmt: skip
-    service = AgentService(config)
-    _, _, bundle = await platform.issue_lease(cert.cert_no, service.identity.public, quota)
-    await load_lease_file(config, bundle)
     plan = plan_units(units, ORIGINAL_PID, radios)
     tally = Tally(units=units, quota=quota)
     worker = IngestWorker(platform, host=broker.host, port=broker.port)
     async with (
         _running(worker.run(), "demo:worker"),
         start_goods(plan, platform.issuer.public, config) as goods,
-        _running(service.run(), "demo:agent") as agent_task,
     ):
-        await _wait_ready(service, agent_task)
-        await _scan_all(service, goods, tally, screen)
-        assert service.journal is not None
-        assert service.uplink is not None
-        seq, _ = await service.journal.head()
-        await service.uplink.wait_acked(seq, ACK_TIMEOUT_S)
+        service = AgentService(config, radios=goods.radios)
+        _, _, bundle = await platform.issue_lease(cert.cert_no, service.identity.public, quota)
+        await load_lease_file(config, bundle)
+        async with _running(service.run(), "demo:agent") as agent_task:
+            await _wait_ready(service, agent_task)
+            await _scan_all(service, goods, tally, screen)
+            assert service.journal is not None
+            assert service.uplink is not None
+            seq, _ = await service.journal.head()
+            await service.uplink.wait_acked(seq, ACK_TIMEOUT_S)
     return tally.summary(await platform.confirmed_count(cert.cert_no), cert.cert_no)
 
 

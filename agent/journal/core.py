@@ -217,7 +217,7 @@ class Journal:
 
         attempt = await self._write(f"reserve a slot for SN {sn}", body)
         if attempt is None:
-            log.warning("%s: no free slot left under certificate %s", sn, cert_no)
+            log.info("%s: no free slot left under certificate %s", sn, cert_no)
         else:
             log.info("%s: reserved slot %d of lease %s (attempt %d)", sn, attempt.slot, attempt.lease_id, attempt.id)
         return attempt
