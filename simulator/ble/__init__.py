@@ -6,7 +6,7 @@ radio = BleRadio(config.ble, **line.radio_kwargs)
 
 from simulator.ble.air import Air, Latency
 from simulator.ble.backend import SimBleakClient, SimBleakScanner
-from simulator.ble.line import BleLine, BleUnit, build_ble_line, make_peripheral
+from simulator.ble.line import BleLine, BleUnit, build_ble_line
 from simulator.ble.peripheral import BleFault, BleFaults, Peripheral
 
 __all__ = [
@@ -20,5 +20,4 @@ __all__ = [
     "SimBleakClient",
     "SimBleakScanner",
     "build_ble_line",
-    "make_peripheral",
 ]

@@ -47,13 +47,16 @@ class BleFault(StrEnum):
 
 @dataclass
 class BleFaults:
-    """Which link fault a peripheral shows, on which messages, and how many times (None = always)."""
+    """Which link fault a peripheral shows: on which messages, after sparing `spare` of them, `times` times
+    (None = always)."""
 
     kind: BleFault = BleFault.NONE
     target: Literal["rebadge", "info", "any"] = "rebadge"
     times: int | None = 1
+    spare: int = 0
     at_fragment: int = 1
     slow_s: float = 0.5
+    seen: int = field(default=0, init=False)
     hits: int = field(default=0, init=False)
 
     def take(self, kind: BleFault, *, rebadge: bool | None = None) -> bool:
@@ -61,6 +64,9 @@ class BleFaults:
         if self.kind is not kind or (self.times is not None and self.hits >= self.times):
             return False
         if rebadge is not None and self.target != "any" and rebadge != (self.target == "rebadge"):
+            return False
+        self.seen += 1
+        if self.seen <= self.spare:
             return False
         self.hits += 1
         return True
