@@ -203,3 +203,12 @@ async def test_adapter_from_config_reaches_bleak() -> None:
     with pytest.raises(RadioError, match="BLE adapter hci0 cannot scan") as err:
         await radio_for(line, adapter="hci0").open(SN, FIND)
     assert "adapter hci0 not found" in str(err.value)
+
+
+async def test_scan_timeout_from_config_caps_the_search() -> None:
+    tokens = Tokens()
+    line = build_ble_line(tokens.issuer.ring, [])
+    started = time.monotonic()
+    with pytest.raises(DeviceNotFoundError, match=r"within 0\.2 s .*0 device\(s\) of our service tried"):
+        await radio_for(line, scan_timeout_s=0.2).open(SN, 30.0)
+    assert time.monotonic() - started < 0.5

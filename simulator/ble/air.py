@@ -58,6 +58,7 @@ class Air:
         self._rng = random.Random(seed)
         self._peripherals: dict[str, Peripheral] = {}
         self._listeners: dict[Listener, set[asyncio.TimerHandle]] = {}
+        self._heard: dict[Listener, set[str]] = {}
         self._addresses = itertools.count(1)
 
     def new_address(self) -> str:
@@ -105,6 +106,7 @@ class Air:
     def listen(self, listener: Listener) -> None:
         """A scanner starts: it hears everything in range after `advertise_s`."""
         self._listeners[listener] = set()
+        self._heard[listener] = set()
         for peripheral in self._peripherals.values():
             self._schedule(listener, peripheral)
 
@@ -112,6 +114,7 @@ class Air:
         """A scanner stops: advertisements on their way to it are dropped."""
         for handle in self._listeners.pop(listener, set()):
             handle.cancel()
+        self._heard.pop(listener, None)
 
     def advertise(self, peripheral: Peripheral) -> None:
         """`peripheral` advertises (again, e.g. with a new PID) to every running scanner."""
@@ -128,7 +131,11 @@ class Air:
         def deliver() -> None:
             handles.discard(handle)
             if self._peripherals.get(peripheral.address) is peripheral and listener in self._listeners:
-                self.radio_time_s += delay
+                heard = self._heard[listener]
+                if peripheral.address not in heard:
+                    # Only the first hearing is waited for; a later advertisement (a new PID) is not.
+                    heard.add(peripheral.address)
+                    self.radio_time_s += delay
                 listener.hear(peripheral)
 
         handle = asyncio.get_running_loop().call_later(delay, deliver)

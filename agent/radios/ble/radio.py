@@ -92,7 +92,8 @@ class BleRadio(Radio):
         return self.sightings.knows(sn)
 
     async def open(self, sn: str, timeout: float) -> BleLink:
-        """Find the device that says it is `sn` and return an open link to it."""
+        """Find the device that says it is `sn` and return an open link to it, within `timeout` and scan_timeout_s."""
+        timeout = min(timeout, self.config.scan_timeout_s)
         tried: dict[str, int] = {}
         failures: list[str] = []
         try:
