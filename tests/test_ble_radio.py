@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from agent.config import AgentConfig, BleConfig
-from agent.errors import DeviceNotFoundError, RadioError
+from agent.errors import DeviceNotFoundError, ProtocolError, RadioError
 from agent.radios.ble.link import BleLink
 from agent.radios.ble.radio import BleRadio
 from agent.radios.registry import create_radio
@@ -212,3 +212,13 @@ async def test_scan_timeout_from_config_caps_the_search() -> None:
     with pytest.raises(DeviceNotFoundError, match=r"within 0\.2 s .*0 device\(s\) of our service tried"):
         await radio_for(line, scan_timeout_s=0.2).open(SN, 30.0)
     assert time.monotonic() - started < 0.5
+
+
+async def test_a_request_over_the_size_limit_is_refused_before_sending() -> None:
+    tokens = Tokens()
+    line = build_ble_line(tokens.issuer.ring, [BleUnit(SN, ORIGINAL_PID)])
+    async with radio_for(line).connect(SN, FIND) as link:
+        with pytest.raises(ProtocolError, match="cannot be sent: message of 1025 bytes") as err:
+            await link.exchange(bytes(1025), 1.0)
+        assert err.value.sent is False
+        assert (await link.info()).sn == SN

@@ -75,8 +75,9 @@ class Sightings:
             # Entries are re-inserted when heard, so the first is the longest unheard.
             self._forget(next(iter(self._by_address)))
         if old is None or old.pid != pid:
+            # Only news wakes a search: a device repeating its advertisement changes no candidate.
             log.debug("BLE %s advertises PID %s (SN %s)", device.address, pid, self._sn_of.get(device.address, "?"))
-        self.notify()
+            self.notify()
 
     def learn(self, address: str, sn: str) -> None:
         """The device at `address` said it is `sn`."""

@@ -106,7 +106,10 @@ class BleLink(DeviceLink):
             raise LinkLostError(f"BLE link to {self.sn} is down", sn=self.sn)
         self._msg = (self._msg + 1) % 256
         msg = self._msg
-        frags = fragments.split(request, msg, self.payload)
+        try:
+            frags = fragments.split(request, msg, self.payload)
+        except ValueError as exc:
+            raise ProtocolError(f"request for BLE device {self.sn} cannot be sent: {exc}", sn=self.sn) from exc
         self._inbox.drain()
         sent = False
         try:
