@@ -58,9 +58,10 @@ class Platform:
     ) -> Platform:
         """Open (creating on first use) the data dir, issuer key and database, migrated to the newest schema."""
         key = await asyncio.to_thread(issuer.load_or_create, data_dir)
-        engine = create_engine(db_url or sqlite_url(data_dir / DB_FILE))
+        url = db_url or sqlite_url(data_dir / DB_FILE)
+        await migrate(url)
+        engine = create_engine(url)
         try:
-            await migrate(engine)
             platform = cls(engine, key, clock=clock)
             await platform._pin_issuer_key()
         except BaseException:

@@ -24,9 +24,27 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
 PUBLISH_TIMEOUT_S = 10.0
+DISCONNECT_TIMEOUT_S = 1.0
 RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 30.0
 KEEPALIVE_S = 30
+
+
+def _reraise_cancellation(exc: BaseException) -> None:
+    # aiomqtt's __aexit__ can turn a cancellation into an MqttError when the disconnect times out;
+    # a cancelled worker must stop, not reconnect.
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
+
+
+async def _disconnect(client: aiomqtt.Client) -> None:
+    # A graceful disconnect waits for the socket; bound it so a stopping worker stops promptly.
+    try:
+        async with asyncio.timeout(DISCONNECT_TIMEOUT_S):
+            await client.__aexit__(None, None, None)
+    except (TimeoutError, aiomqtt.MqttError) as exc:
+        log.debug("MQTT disconnect did not finish cleanly (%s)", exc)
 
 
 class IngestWorker:
@@ -69,6 +87,7 @@ class IngestWorker:
             try:
                 await self._session()
             except aiomqtt.MqttError as exc:
+                _reraise_cancellation(exc)
                 log.warning(
                     "MQTT connection to %s:%d lost or refused (%s); retrying in %.1fs", self.host, self.port, exc, delay
                 )
@@ -92,13 +111,17 @@ class IngestWorker:
         )
 
     async def _session(self) -> None:
-        async with self._client() as client:
+        client = self._client()
+        await client.__aenter__()
+        try:
             await client.subscribe(self.subscription(topics.ALL_RECORDS), qos=1, timeout=CONNECT_TIMEOUT_S)
             log.info("worker %s subscribed to %s on %s:%d", self.client_id, topics.ALL_RECORDS, self.host, self.port)
             self.lost.clear()
             self.ready.set()
             async for message in client.messages:
                 await self._on_message(client, message)
+        finally:
+            await _disconnect(client)
 
     async def _on_message(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         self.handled += 1

@@ -65,7 +65,8 @@ async def listening(broker: PrivateBroker) -> AsyncIterator[Listener]:
         finally:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
-                await task
+                async with asyncio.timeout(WAIT_S):
+                    await task
 
 
 @asynccontextmanager
@@ -79,7 +80,8 @@ async def running_worker(platform: Platform, broker: PrivateBroker) -> AsyncIter
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
-            await task
+            async with asyncio.timeout(WAIT_S):
+                await task
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ def async_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any, *, foreign_keys: bool = True) -> None:
     # Take transactions into our own hands: pysqlite's implicit BEGIN would defer the write lock, so two
     # writers could both read a gateway head and then deadlock upgrading; BEGIN IMMEDIATE serialises them.
     dbapi_conn.isolation_level = None
@@ -53,7 +54,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     for pragma in (
         "journal_mode=WAL",
         "synchronous=FULL",
-        "foreign_keys=ON",
+        f"foreign_keys={'ON' if foreign_keys else 'OFF'}",
         f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
     ):
         cur.execute(f"PRAGMA {pragma}")
@@ -64,26 +65,38 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """An async engine for `url` with the settings the ledger relies on."""
+def create_engine(url: str, *, foreign_keys: bool = True) -> AsyncEngine:
+    """An async engine for `url` with the settings the ledger relies on (SQLite foreign keys off only to migrate)."""
     url = async_url(url)
     if url.startswith("sqlite"):
         engine = create_async_engine(url)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", functools.partial(_sqlite_pragmas, foreign_keys=foreign_keys))
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     return create_async_engine(url, pool_size=PG_POOL_SIZE, pool_pre_ping=True)
 
 
-def _upgrade(connection: Connection) -> None:
+def _upgrade(connection: Connection, revision: str) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["connection"] = connection
-    command.upgrade(cfg, "head")
+    command.upgrade(cfg, revision)
 
 
-async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest Alembic revision."""
-    async with engine.begin() as conn:
-        await conn.run_sync(_upgrade)
-    log.info("database schema is at the newest revision")
+async def migrate(url: str, revision: str = "head") -> None:
+    """Bring the schema to `revision` (the newest by default) on a connection of its own.
+
+    SQLite alters a table by copying it and dropping the old one, which enforced foreign keys would refuse
+    while other tables point at it; so migrations run with them off, and are checked afterwards.
+    """
+    engine = create_engine(url, foreign_keys=False)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_upgrade, revision)
+            if engine.dialect.name == "sqlite":
+                broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
+                if broken:
+                    raise ConfigError(f"database has {len(broken)} rows with broken references after migrating")
+    finally:
+        await engine.dispose()
+    log.info("database schema is at revision %s", revision)

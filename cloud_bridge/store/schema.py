@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 # Named constraints so Alembic can alter them on SQLite (batch mode) and PostgreSQL alike.
@@ -25,6 +26,39 @@ metadata = MetaData(
         "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
         "pk": "pk_%(table_name)s",
     }
+)
+
+organisations = Table(
+    "organisations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), unique=True, nullable=False),
+    Column("kind", String(16), nullable=False),  # platform, factory, brand
+    Column("created_at", BigInteger, nullable=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("org_id", Integer, ForeignKey("organisations.id"), nullable=False, index=True),
+    Column("name", String(128), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("key_hash", LargeBinary(32), unique=True, nullable=False),  # SHA-256 of a 256-bit random key
+    Column("key_prefix", String(12), nullable=False),  # shown in lists, so people can tell keys apart
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+products = Table(
+    "products",
+    metadata,
+    Column("pid", String(16), primary_key=True),
+    Column("org_id", Integer, ForeignKey("organisations.id"), nullable=False, index=True),
+    Column("name", String(128), nullable=False),
+    Column("stage", String(16), nullable=False),  # development, trial, mass
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
 )
 
 issuer_keys = Table(
@@ -59,6 +93,7 @@ certificates = Table(
     Column("issuer_kid", String(16)),
     Column("created_at", BigInteger, nullable=False),
     Column("decided_at", BigInteger),
+    Column("org_id", Integer, ForeignKey("organisations.id"), index=True),  # None: issued by the platform itself
 )
 
 gateways = Table(
@@ -70,6 +105,7 @@ gateways = Table(
     Column("revoked", Boolean, nullable=False, default=False),
     Column("registered_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger),
+    Column("org_id", Integer, ForeignKey("organisations.id"), index=True),  # None: registered by the platform
 )
 
 gateway_heads = Table(
@@ -91,9 +127,10 @@ leases = Table(
     Column("slot_hi", Integer, nullable=False),
     Column("exp", BigInteger, nullable=False),
     Column("token", LargeBinary, nullable=False),
-    Column("state", String(16), nullable=False),  # active, released, expired
+    Column("state", String(16), nullable=False),  # active, released, expired, revoked
     Column("issued_at", BigInteger, nullable=False),
     Column("ended_at", BigInteger),
+    Column("release_seq", BigInteger),  # the gateway's journal seq its signed release was made at
 )
 
 # Which slots of a certificate are taken: an active lease holds its whole range; an ended lease keeps only the
@@ -141,6 +178,19 @@ confirmations = Table(
     Index("ix_confirmations_cert_sn", "cert_no", "sn"),
 )
 
+# One row per (lease, slot) activated in the field; an SN activates once per certificate.
+activations = Table(
+    "activations",
+    metadata,
+    Column("lease_id", String(10), ForeignKey("leases.lease_id"), primary_key=True),
+    Column("slot", Integer, primary_key=True),
+    Column("cert_no", String(12), ForeignKey("certificates.cert_no"), nullable=False),
+    Column("sn", String(28), nullable=False),
+    Column("pid", String(16), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    UniqueConstraint("cert_no", "sn", name="uq_activations_cert_sn"),
+)
+
 anomalies = Table(
     "anomalies",
     metadata,
@@ -158,6 +208,8 @@ anomalies = Table(
 )
 
 __all__ = [
+    "accounts",
+    "activations",
     "anomalies",
     "certificates",
     "confirmations",
@@ -166,6 +218,8 @@ __all__ = [
     "issuer_keys",
     "leases",
     "metadata",
+    "organisations",
+    "products",
     "records",
     "slot_holds",
 ]
