@@ -40,6 +40,7 @@ class Kind(StrEnum):
     GRANT = "application/rebadge-grant+cbor"
     CHECKPOINT = "application/rebadge-checkpoint+cbor"
     ACK = "application/rebadge-ack+cbor"
+    RELEASE = "application/rebadge-release+cbor"
 
 
 class Payload(BaseModel):
