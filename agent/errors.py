@@ -70,3 +70,16 @@ class LinkLostError(RadioError):
 
 class ProtocolError(RadioError):
     """The device answered with bytes that are not a valid message."""
+
+
+class UplinkError(AgentError):
+    """The MQTT uplink cannot do what was asked."""
+
+
+class AckTimeoutError(UplinkError, TimeoutError):
+    """The platform's ack did not cover `seq` within the caller's timeout; `acked` is how far it got."""
+
+    def __init__(self, message: str, *, seq: int, acked: int) -> None:
+        super().__init__(message)
+        self.seq = seq
+        self.acked = acked

@@ -1,0 +1,319 @@
+"""The agent's MQTT uplink (DESIGN §5): records out with signed checkpoints, acks and scan commands in,
+status, events, progress and health for dashboards."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiomqtt
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import ValidationError
+
+from agent.config import MqttConfig
+from agent.errors import AckTimeoutError, JournalError, UplinkError
+from agent.uplink import connection
+from agent.uplink.connection import Backoff, LastWill, close_client, make_client, open_client, protocol_name
+from agent.uplink.discovery import discovery_configs
+from agent.uplink.outbox import Outbox
+from agent.uplink.records import RecordJournal, RecordSender, SignCheckpoint, shown
+from wire import topics
+from wire.keys import KeyRing
+from wire.topics import ProgressPayload, ScanCommand, ScanEvent, StatusPayload
+
+log = logging.getLogger(__name__)
+
+ScanHandler = Callable[[ScanCommand], Awaitable[None]]
+
+# A batch counts as out until an ack covers it; this many may be out at once.
+MAX_BATCHES_IN_FLIGHT = 4
+# With batches out and no ack for this long, send again from the acked seq (the platform may have missed them).
+RESEND_AFTER_S = 30.0
+# Idle loops look again this often even when nothing woke them.
+IDLE_CHECK_S = 30.0
+# Scan events kept while the broker is away.
+MAX_QUEUED_EVENTS = 1000
+# Scan commands running at once; more are refused with a warning (the line has its own bound).
+MAX_RUNNING_SCANS = 64
+# The retained "offline" an MQTT 3.1.1 broker gets on a clean shutdown (it has no DISCONNECT-with-will).
+OFFLINE_PUBLISH_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class UplinkTiming:
+    """Timeouts and bounds of the uplink; tests shrink them."""
+
+    connect_timeout_s: float = connection.CONNECT_TIMEOUT_S
+    mqtt_timeout_s: float = connection.MQTT_TIMEOUT_S
+    resend_after_s: float = RESEND_AFTER_S
+    idle_check_s: float = IDLE_CHECK_S
+    offline_publish_timeout_s: float = OFFLINE_PUBLISH_TIMEOUT_S
+    max_batches_in_flight: int = MAX_BATCHES_IN_FLIGHT
+    max_queued_events: int = MAX_QUEUED_EVENTS
+    max_running_scans: int = MAX_RUNNING_SCANS
+
+
+class Uplink:
+    """One gateway's MQTT link to the platform and dashboards; `run()` until cancelled."""
+
+    def __init__(
+        self, config: MqttConfig, gw: str, journal: RecordJournal, *, sign_checkpoint: SignCheckpoint,
+        issuers: KeyRing, name: str = "", version: str = "", on_scan: ScanHandler | None = None,
+        timing: UplinkTiming | None = None,
+    ) -> None:  # fmt: skip
+        connection.check_config(config)
+        topics.gw_prefix(gw)  # a gateway id that cannot be a topic fails here, not at the first publish
+        self.config = config
+        self.gw = gw
+        self.name = name
+        self.version = version
+        self.timing = timing or UplinkTiming()
+        self._on_scan = on_scan
+        self._records = RecordSender(
+            journal, gw, sign_checkpoint, issuers, batch_records=config.batch_records,
+            max_in_flight=self.timing.max_batches_in_flight, resend_after_s=self.timing.resend_after_s,
+            idle_check_s=self.timing.idle_check_s,
+        )  # fmt: skip
+        self._outbox = Outbox(self.timing.max_queued_events, self.timing.idle_check_s)
+        self._connected = asyncio.Event()
+        self._protocol: aiomqtt.ProtocolVersion | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._scans: set[asyncio.Task[None]] = set()
+        self.connections = 0
+
+    # -- what the rest of the agent calls -----------------------------------------------------------------------
+
+    @property
+    def connected(self) -> asyncio.Event:
+        """Set while a session is up (subscribed, status online published); do not set or clear it."""
+        return self._connected
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether a session is up now."""
+        return self._connected.is_set()
+
+    @property
+    def protocol(self) -> str | None:
+        """'5' or '3.1.1' once a broker accepted one."""
+        return None if self._protocol is None else protocol_name(self._protocol)
+
+    @property
+    def dropped_events(self) -> int:
+        """Scan events dropped because the broker was away too long."""
+        return self._outbox.dropped_events
+
+    def records_changed(self) -> None:
+        """Wake the record sender (the line calls this after each journal write)."""
+        self._records.wake()
+
+    async def publish_event(self, event: ScanEvent) -> None:
+        """Queue one scan event (QoS 1, not retained); sent now or after the broker returns."""
+        self._outbox.add_event(event.model_dump_json().encode())
+
+    async def publish_progress(self, p: ProgressPayload) -> None:
+        """Make `p` the retained progress of its certificate (and announce its counters to Home Assistant)."""
+        topic = topics.progress(self.gw, p.cert_no)
+        if not self._outbox.has_retained(topic):
+            for config_topic, config in discovery_configs(
+                self.gw, p.cert_no, name=self.name, version=self.version
+            ).items():
+                self._outbox.set_retained(config_topic, config)
+        self._outbox.set_retained(topic, p.model_dump_json().encode())
+
+    async def publish_health(self, health: dict[str, object]) -> None:
+        """Make `health` the retained health of this gateway (values that are not JSON are sent as text)."""
+        payload = json.dumps(health, sort_keys=True, separators=(",", ":"), default=str).encode()
+        self._outbox.set_retained(topics.health(self.gw), payload)
+
+    async def wait_connected(self, timeout: float) -> None:
+        """Wait until a session is up, or raise TimeoutError."""
+        async with asyncio.timeout(timeout):
+            await self._connected.wait()
+
+    async def wait_acked(self, seq: int, timeout: float) -> None:
+        """Wait until the platform's acks cover `seq`, or raise AckTimeoutError."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._records.wait_acked(seq)
+        except TimeoutError as exc:
+            acked = await self._records.acked()
+            raise AckTimeoutError(
+                f"the platform acked up to seq {acked}, not seq {seq}, within {timeout:.1f} s; "
+                f"check the broker and that the platform's worker runs",
+                seq=seq, acked=acked,
+            ) from exc  # fmt: skip
+
+    # -- the connect loop -----------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect with capped jittered backoff, until cancelled."""
+        if self._tg is not None:
+            raise UplinkError(f"the uplink of gateway {self.gw} is running already")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                await self._connect_loop()
+        finally:
+            self._tg = None
+
+    async def _connect_loop(self) -> None:
+        backoff = Backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)
+        protocols = list(connection.PROTOCOLS[self.config.protocol])
+        where = self._where()
+        while True:
+            protocol = protocols[0]
+            # Each session runs in a task of its own: on Python 3.11 a TaskGroup whose child fails while the parent
+            # waits in __aexit__ never uncancel()s the parent, so a long-lived task would look "cancelling" for good
+            # after its first lost connection (and _publish's guard below would then end every later session).
+            session = asyncio.create_task(self._session(protocol, backoff), name=f"uplink {self.gw}: session")
+            try:
+                await session  # cancelling run() cancels the session and waits for its clean close
+            except (aiomqtt.MqttError, JournalError) as exc:
+                if connection.is_protocol_refusal(exc) and len(protocols) > 1:
+                    log.info("uplink: %s refuses MQTT %s; using MQTT %s", where, protocol_name(protocol),
+                             protocol_name(protocols[1]))  # fmt: skip
+                    protocols.pop(0)
+                    continue
+                log.warning("uplink: %s: %s", where, str(exc) or type(exc).__name__)
+            except BaseExceptionGroup as group:
+                lost, other = group.split((aiomqtt.MqttError, JournalError))
+                if other is not None or lost is None:
+                    raise
+                reasons = "; ".join(str(e) or type(e).__name__ for e in _leaves(lost))
+                log.warning("uplink: connection to %s lost: %s", where, reasons)
+            delay = backoff.next_delay()
+            log.info("uplink: reconnecting to %s in %.2f s", where, delay)
+            await asyncio.sleep(delay)
+
+    async def _session(self, protocol: aiomqtt.ProtocolVersion, backoff: Backoff) -> None:
+        client = make_client(self.config, f"rebadge-gw-{self.gw}", protocol, self._will(), self.timing.mqtt_timeout_s)
+        await open_client(client, self.timing.connect_timeout_s)
+        with_will = False
+        try:
+            self._protocol = protocol
+            await self._greet(client)
+            self.connections += 1
+            backoff.reset()
+            log.info("uplink: connected to %s (MQTT %s)", self._where(), protocol_name(protocol))
+            self._connected.set()
+            await self._serve(client)
+        except asyncio.CancelledError:
+            with_will = protocol is aiomqtt.ProtocolVersion.V5
+            if not with_will:
+                await self._say_offline(client)
+            raise
+        finally:
+            self._connected.clear()
+            await close_client(client, with_will=with_will)
+
+    async def _greet(self, client: aiomqtt.Client) -> None:
+        """Subscribe to acks and commands, then say online (retained) so the will has something to replace."""
+        wanted = [(topics.ack(self.gw), 1)]
+        if self._on_scan is not None:
+            wanted.append((topics.command(self.gw, "scan"), 1))
+        for topic, qos in wanted:
+            granted = await client.subscribe(topic, qos, timeout=self.timing.mqtt_timeout_s)
+            codes = [g.value if isinstance(g, ReasonCode) else int(g) for g in granted]
+            if any(code >= 0x80 for code in codes):
+                log.error("uplink: the broker refused our subscription to %s (codes %s); check its ACL", topic, codes)
+        await self._publish(client, topics.status(self.gw), self._status("online"), retain=True)
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        async def publish_record(topic: str, payload: bytes) -> None:
+            await self._publish(client, topic, payload, retain=False)
+
+        async def publish_event(payload: bytes) -> None:
+            await self._publish(client, topics.events(self.gw), payload, retain=False)
+
+        async def publish_retained(topic: str, payload: bytes) -> None:
+            await self._publish(client, topic, payload, retain=True)
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._receive(client), name=f"uplink {self.gw}: receive")
+            tg.create_task(self._records.run(publish_record), name=f"uplink {self.gw}: records")
+            tg.create_task(self._outbox.run(publish_event, publish_retained), name=f"uplink {self.gw}: outbox")
+
+    async def _publish(self, client: aiomqtt.Client, topic: str, payload: bytes, *, retain: bool) -> None:
+        await client.publish(topic, payload, qos=1, retain=retain, timeout=self.timing.mqtt_timeout_s)
+        # Python 3.11's asyncio.wait_for (inside aiomqtt) swallows a cancel that lands as the PUBACK arrives; the
+        # outbox and record loops would then outlive their cancelled session and hang the agent's shutdown.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
+
+    async def _say_offline(self, client: aiomqtt.Client) -> None:
+        """MQTT 3.1.1 drops the will on a clean DISCONNECT, so a clean shutdown says offline itself (bounded)."""
+        try:
+            async with asyncio.timeout(self.timing.offline_publish_timeout_s):
+                await client.publish(
+                    topics.status(self.gw),
+                    self._status("offline"),
+                    qos=1,
+                    retain=True,
+                    timeout=self.timing.offline_publish_timeout_s,
+                )  # not _publish: this task is being cancelled on purpose
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            log.debug("uplink: could not say offline on the way out: %s", exc)
+
+    # -- what comes in --------------------------------------------------------------------------------------------
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        ack_topic, scan_topic = topics.ack(self.gw), topics.command(self.gw, "scan")
+        async for message in client.messages:
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            if message.topic.value == ack_topic:
+                await self._records.on_ack(payload)
+            elif message.topic.value == scan_topic:
+                self._on_command(payload)
+            else:
+                log.debug("uplink: message on unexpected topic %s ignored", message.topic.value)
+
+    def _on_command(self, payload: bytes) -> None:
+        try:
+            cmd = ScanCommand.model_validate_json(payload)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "payload"
+            log.warning("uplink: ignoring a scan command (%s: %s): %s", where, first["msg"], shown(payload))
+            return
+        if self._on_scan is None or self._tg is None:
+            return
+        if len(self._scans) >= self.timing.max_running_scans:
+            log.warning("%s: scan command refused: %d scans are running already", cmd.sn, len(self._scans))
+            return
+        task = self._tg.create_task(self._run_scan(self._on_scan, cmd), name=f"uplink {self.gw}: scan {cmd.sn}")
+        self._scans.add(task)
+        task.add_done_callback(self._scans.discard)
+
+    async def _run_scan(self, on_scan: ScanHandler, cmd: ScanCommand) -> None:
+        try:
+            await on_scan(cmd)
+        except Exception:
+            # One failed scan must not take the uplink (and the agent) down with it.
+            log.exception("%s: scan command failed", cmd.sn)
+
+    # -- helpers --------------------------------------------------------------------------------------------------
+
+    def _status(self, state: str) -> bytes:
+        status = StatusPayload(state=state, gw=self.gw, name=self.name, version=self.version, at=int(time.time()))
+        return status.model_dump_json().encode()
+
+    def _will(self) -> LastWill:
+        return LastWill(topics.status(self.gw), self._status("offline"))
+
+    def _where(self) -> str:
+        if self.config.transport == "unix":
+            return f"mqtt broker at {self.config.socket_path}"
+        return f"mqtt broker {self.config.host}:{self.config.port}" + (" (TLS)" if self.config.tls else "")
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out

@@ -1,0 +1,52 @@
+"""Home Assistant MQTT discovery: one sensor per counter of each certificate's progress topic."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from wire import topics
+
+HA_PREFIX = "homeassistant"
+COUNTERS = ("confirmed", "in_doubt", "refused", "remaining")
+# Home Assistant allows only these characters in a discovery node or object id.
+_NOT_ID = re.compile(r"[^0-9A-Za-z_-]")
+
+
+def object_id(gw: str, cert_no: str, counter: str) -> str:
+    """The discovery object id of one counter: rebadge_<gw>_<cert>_<counter>."""
+    return _NOT_ID.sub("_", f"rebadge_{gw}_{cert_no}_{counter}")
+
+
+def config_topic(gw: str, cert_no: str, counter: str) -> str:
+    """Where the retained discovery config of one counter lives."""
+    return f"{HA_PREFIX}/sensor/{object_id(gw, cert_no, counter)}/config"
+
+
+def discovery_configs(gw: str, cert_no: str, *, name: str = "", version: str = "") -> dict[str, bytes]:
+    """Retained discovery configs (topic -> JSON) for the counters of `cert_no` on this gateway."""
+    device = {
+        "identifiers": [f"rebadge_{gw}"],
+        "name": f"rebadge {name or gw}",
+        "manufacturer": "rebadge",
+        "model": "gateway agent",
+        "sw_version": version,
+    }
+    out = {}
+    for counter in COUNTERS:
+        config = {
+            "name": f"{cert_no} {counter.replace('_', ' ')}",
+            "unique_id": object_id(gw, cert_no, counter),
+            "state_topic": topics.progress(gw, cert_no),
+            "value_template": f"{{{{ value_json.{counter} }}}}",
+            "availability_topic": topics.status(gw),
+            "availability_template": "{{ value_json.state }}",
+            "payload_available": "online",
+            "payload_not_available": "offline",
+            "unit_of_measurement": "units",
+            "state_class": "measurement",
+            "icon": "mdi:counter",
+            "device": device,
+        }
+        out[config_topic(gw, cert_no, counter)] = json.dumps(config, sort_keys=True).encode()
+    return out

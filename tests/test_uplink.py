@@ -1,0 +1,337 @@
+"""The uplink against a real mosquitto and the real journal: records out in order with valid checkpoints, signed
+acks in, forged acks ignored, nothing lost across a broker restart, events/progress/health kept while offline,
+scan commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from agent.config import MqttConfig
+from agent.journal import Journal
+from agent.uplink import Uplink, UplinkTiming
+from agent.uplink.discovery import COUNTERS, config_topic
+from agent.uplink.records import RecordSender
+from tests.conftest import Broker
+from tests.helpers import Issuer
+from tests.uplink_support import WAIT_S, Gateway, MqttProxy, Platform, eventually, running
+from wire import topics
+from wire.keys import SigningKey
+from wire.records import batch_from_cbor, check_chain, record_from_cbor
+from wire.tokens import Ack, Checkpoint, sign, verify
+from wire.topics import ProgressPayload, Result, ScanCommand, ScanEvent
+
+FAST = UplinkTiming(
+    connect_timeout_s=5.0, mqtt_timeout_s=2.0, resend_after_s=0.5, idle_check_s=1.0, offline_publish_timeout_s=1.0
+)
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+    key = SigningKey.generate()
+    journal = await Journal.open(tmp_path / "journal.sqlite", key.kid.hex())
+    gw = Gateway(key, journal, Issuer())
+    await gw.add_lease()
+    yield gw
+    await journal.close()
+
+
+def uplink_for(
+    gateway: Gateway, port: int, *, batch_records: int = 200, timing: UplinkTiming = FAST,
+    on_scan: Callable[[ScanCommand], Awaitable[None]] | None = None, **mqtt: Any,
+) -> Uplink:  # fmt: skip
+    config = MqttConfig(
+        host="127.0.0.1", port=port, batch_records=batch_records, reconnect_min_s=0.05, reconnect_max_s=0.2, **mqtt
+    )
+    return Uplink(
+        config, gateway.gw, gateway.journal, sign_checkpoint=gateway.sign_checkpoint, issuers=gateway.issuer.ring,
+        name="line-7", version="9.9", on_scan=on_scan, timing=timing,
+    )  # fmt: skip
+
+
+def platform_for(gateway: Gateway, broker: Broker, *, auto_ack: bool = True) -> Platform:
+    return Platform(broker.host, broker.port, gateway.gw, gateway.ring, gateway.issuer.key, auto_ack=auto_ack)
+
+
+@dataclass
+class Watcher:
+    """A dashboard: collects every message on some topics."""
+
+    port: int
+    filters: list[str]
+    got: list[aiomqtt.Message] = field(default_factory=list)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _new: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self) -> None:
+        async with aiomqtt.Client("127.0.0.1", self.port) as client:
+            for f in self.filters:
+                await client.subscribe(f, qos=1)
+            self.ready.set()
+            async for message in client.messages:
+                self.got.append(message)
+                self._new.set()
+
+    def on(self, topic: str) -> list[bytes]:
+        return [m.payload for m in self.got if m.topic.value == topic]
+
+    async def wait_for(self, check: Callable[[], bool], timeout: float = WAIT_S) -> None:
+        async with asyncio.timeout(timeout):
+            while not check():
+                self._new.clear()
+                await self._new.wait()
+
+
+async def wait_logged(caplog: pytest.LogCaptureFixture, text: str, count: int = 1) -> None:
+    await eventually(lambda: sum(text in r.getMessage() for r in caplog.records) >= count)
+
+
+# -- records and acks -------------------------------------------------------------------------------------------
+
+
+async def test_records_go_out_in_order_with_valid_checkpoints(broker: Broker, gateway: Gateway) -> None:
+    head = await gateway.scan(5)
+    platform = platform_for(gateway, broker, auto_ack=False)
+    uplink = uplink_for(gateway, broker.port, batch_records=3)
+    async with running(platform.run(), "platform"):
+        await platform.subscribed.wait()
+        async with running(uplink.run(), "uplink"):
+            await eventually(lambda: platform.head_seq >= head)
+    assert platform.errors == []
+    first = platform.batches[: (head + 2) // 3]
+    assert [b.from_seq for b in first] == [1, 4, 7, 10]
+    assert [len(b.records) for b in first] == [3, 3, 3, 1]
+    records = [record_from_cbor(r) for b in first for r in b.records]
+    tip = check_chain(records, bytes(32), 1)
+    last = verify(first[-1].checkpoint, Checkpoint, gateway.ring)
+    assert (last.gw, last.seq, last.head) == (gateway.gw, head, tip)
+    assert (head, tip) == await gateway.journal.head()
+    assert await gateway.journal.acked() == 0  # nothing is retired without an ack
+
+
+async def test_ack_applies_and_retires(broker: Broker, gateway: Gateway) -> None:
+    head = await gateway.scan(3)
+    platform = platform_for(gateway, broker)
+    uplink = uplink_for(gateway, broker.port)
+    async with running(platform.run(), "platform"), running(uplink.run(), "uplink"):
+        await uplink.wait_acked(head, WAIT_S)
+        assert await gateway.journal.pending(0, 100) == []
+        more = await gateway.scan(2)
+        uplink.records_changed()
+        await uplink.wait_acked(more, WAIT_S)
+    assert await gateway.journal.acked() == more
+    assert platform.errors == []
+
+
+async def test_forged_garbled_and_foreign_acks_are_ignored(
+    broker: Broker, gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    head = await gateway.scan(2)
+    _, digest = await gateway.journal.head()
+    uplink = uplink_for(gateway, broker.port)
+    stranger = SigningKey.generate()
+    bad = [
+        b"\x00garbage",
+        sign(Ack(gw=gateway.gw, seq=head, head=digest, at=1), stranger),  # not the pinned issuer
+        sign(Ack(gw="0123456789abcdef", seq=head, head=digest, at=1), gateway.issuer.key),  # another gateway's
+        sign(Ack(gw=gateway.gw, seq=head, head=bytes(32), at=1), gateway.issuer.key),  # another chain
+        sign(Ack(gw=gateway.gw, seq=head + 5, head=digest, at=1), gateway.issuer.key),  # beyond our head
+        sign(Checkpoint(gw=gateway.gw, seq=head, head=digest, at=1), gateway.issuer.key),  # not an ack at all
+    ]
+    caplog.set_level(logging.WARNING, logger="agent.uplink")
+    async with running(uplink.run(), "uplink") as task, aiomqtt.Client("127.0.0.1", broker.port) as client:
+        await uplink.wait_connected(WAIT_S)
+        for token in bad:
+            await client.publish(topics.ack(gateway.gw), token, qos=1, retain=True)
+        await wait_logged(caplog, "ack", count=len(bad))
+        assert await gateway.journal.acked() == 0
+        assert len(await gateway.journal.pending(0, 100)) == head
+        assert not task.done()
+        good = sign(Ack(gw=gateway.gw, seq=head, head=digest, at=1), gateway.issuer.key)
+        await client.publish(topics.ack(gateway.gw), good, qos=1, retain=True)
+        await uplink.wait_acked(head, WAIT_S)
+    assert await gateway.journal.pending(0, 100) == []
+
+
+async def test_broker_restart_loses_no_record(broker: Broker, gateway: Gateway) -> None:
+    await gateway.scan(3)
+    platform = platform_for(gateway, broker)
+    uplink = uplink_for(gateway, broker.port, batch_records=4)
+    async with running(platform.run(), "platform"), running(uplink.run(), "uplink"):
+        await uplink.wait_acked(6, WAIT_S)
+        broker.stop()
+        await gateway.scan(4)  # written while the broker is away
+        uplink.records_changed()
+        await asyncio.sleep(0.3)
+        assert not uplink.is_connected
+        broker.start()
+        head = await gateway.scan(3)
+        uplink.records_changed()
+        await uplink.wait_acked(head, WAIT_S)
+        assert uplink.connections >= 2
+    assert platform.errors == []
+    assert set(platform.seen) == set(range(1, head + 1))  # duplicates allowed, gaps not
+    assert platform.head_seq == head
+
+
+async def test_sender_keeps_a_bounded_window_and_resends_without_acks(gateway: Gateway) -> None:
+    await gateway.scan(5)
+    sent: list[tuple[int, int]] = []
+
+    async def publish(topic: str, payload: bytes) -> None:
+        batch = batch_from_cbor(payload)
+        sent.append((batch.from_seq, batch.from_seq + len(batch.records) - 1))
+
+    sender = RecordSender(
+        gateway.journal, gateway.gw, gateway.sign_checkpoint, gateway.issuer.ring,
+        batch_records=2, max_in_flight=2, resend_after_s=0.3, idle_check_s=5.0,
+    )  # fmt: skip
+    async with running(sender.run(publish), "sender"):
+        await asyncio.sleep(0.15)
+        assert sent == [(1, 2), (3, 4)]  # two batches out, then it waits for an ack
+        await eventually(lambda: len(sent) >= 4)
+        assert sent[2:] == [(1, 2), (3, 4)]  # no ack in time: the same records again, from acked + 1
+        rec = (await gateway.journal.pending(3, 1))[0]
+        retired = await sender.on_ack(sign(Ack(gw=gateway.gw, seq=4, head=rec.digest(), at=1), gateway.issuer.key))
+        assert retired == 4
+        await eventually(lambda: (5, 6) in sent and (7, 8) in sent)
+        assert sent[4:6] == [(5, 6), (7, 8)]
+
+
+# -- dashboards -------------------------------------------------------------------------------------------------
+
+
+def event(sn: str) -> ScanEvent:
+    return ScanEvent(sn=sn, result=Result.CONFIRMED, radio="wifi", cert_no="RC000001")
+
+
+@pytest.fixture
+async def proxy(broker: Broker) -> AsyncIterator[MqttProxy]:
+    p = MqttProxy(broker.host, broker.port)
+    await p.start()
+    yield p
+    await p.close()
+
+
+async def test_events_queued_while_offline_arrive_after_reconnect(
+    broker: Broker, proxy: MqttProxy, gateway: Gateway
+) -> None:
+    uplink = uplink_for(gateway, proxy.port)
+    watcher = Watcher(broker.port, [topics.events(gateway.gw)])
+    async with running(watcher.run(), "watcher"), running(uplink.run(), "uplink"):
+        await watcher.ready.wait()
+        await uplink.wait_connected(WAIT_S)
+        await uplink.publish_event(event("SN0001"))
+        await watcher.wait_for(lambda: len(watcher.got) == 1)
+        proxy.accepting = False
+        proxy.cut()
+        await eventually(lambda: not uplink.is_connected)
+        for sn in ("SN0002", "SN0003", "SN0004"):
+            await uplink.publish_event(event(sn))
+        await asyncio.sleep(0.2)
+        assert len(watcher.got) == 1
+        proxy.accepting = True
+        await watcher.wait_for(lambda: len(watcher.got) == 4)
+    sns = [ScanEvent.model_validate_json(p).sn for p in watcher.on(topics.events(gateway.gw))]
+    assert sns == ["SN0001", "SN0002", "SN0003", "SN0004"]
+    assert all(not m.retain for m in watcher.got)
+
+
+async def test_event_queue_drops_oldest_past_its_bound_with_a_counted_warning(
+    broker: Broker, proxy: MqttProxy, gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    timing = UplinkTiming(**{**FAST.__dict__, "max_queued_events": 3})
+    uplink = uplink_for(gateway, proxy.port, timing=timing)
+    watcher = Watcher(broker.port, [topics.events(gateway.gw)])
+    proxy.accepting = False
+    async with running(watcher.run(), "watcher"), running(uplink.run(), "uplink"):
+        await watcher.ready.wait()
+        for i in range(5):
+            await uplink.publish_event(event(f"SN000{i}"))
+        assert uplink.dropped_events == 2
+        assert any("dropped the oldest (1 dropped so far)" in r.getMessage() for r in caplog.records)
+        proxy.accepting = True
+        await watcher.wait_for(lambda: len(watcher.got) == 3)
+    assert [ScanEvent.model_validate_json(m.payload).sn for m in watcher.got] == ["SN0002", "SN0003", "SN0004"]
+
+
+async def test_progress_and_health_keep_the_latest_and_announce_to_home_assistant(
+    broker: Broker, proxy: MqttProxy, gateway: Gateway
+) -> None:
+    uplink = uplink_for(gateway, proxy.port)
+    proxy.accepting = False
+    cert = "RC000001"
+    for confirmed in (1, 2, 3):
+        p = ProgressPayload(cert_no=cert, confirmed=confirmed, in_doubt=1, refused=0, lease_size=10, remaining=6)
+        await uplink.publish_progress(p)
+    await uplink.publish_health({"journal_seq": 1})
+    await uplink.publish_health({"journal_seq": 7})
+    progress_topic, health_topic = topics.progress(gateway.gw, cert), topics.health(gateway.gw)
+    watcher = Watcher(broker.port, [progress_topic, health_topic, "homeassistant/#"])
+    async with running(watcher.run(), "watcher"), running(uplink.run(), "uplink"):
+        await watcher.ready.wait()
+        await asyncio.sleep(0.1)
+        proxy.accepting = True
+        await watcher.wait_for(lambda: len(watcher.got) == 2 + len(COUNTERS))
+        await asyncio.sleep(0.1)
+    assert [json.loads(p)["confirmed"] for p in watcher.on(progress_topic)] == [3]  # only the latest went out
+    assert [json.loads(p) for p in watcher.on(health_topic)] == [{"journal_seq": 7}]
+    for counter in COUNTERS:
+        (raw,) = watcher.on(config_topic(gateway.gw, cert, counter))
+        config = json.loads(raw)
+        assert config["state_topic"] == progress_topic
+        assert config["value_template"] == f"{{{{ value_json.{counter} }}}}"
+        assert config["availability_topic"] == topics.status(gateway.gw)
+        assert config["unique_id"] == f"rebadge_{gateway.gw}_{cert}_{counter}"
+    # Retained: a dashboard that comes later still finds them.
+    async with aiomqtt.Client("127.0.0.1", broker.port) as late:
+        await late.subscribe(progress_topic)
+        async with asyncio.timeout(WAIT_S):
+            message = await anext(aiter(late.messages))
+    assert message.retain
+    assert json.loads(message.payload)["confirmed"] == 3
+
+
+# -- commands ---------------------------------------------------------------------------------------------------
+
+
+async def test_malformed_scan_commands_are_ignored_and_valid_ones_reach_on_scan(
+    broker: Broker, gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    got: list[ScanCommand] = []
+    arrived = asyncio.Event()
+
+    async def on_scan(cmd: ScanCommand) -> None:
+        got.append(cmd)
+        arrived.set()
+        if cmd.sn == "SN-BOOM":
+            raise RuntimeError("radio fell over")
+
+    uplink = uplink_for(gateway, broker.port, on_scan=on_scan)
+    topic = topics.command(gateway.gw, "scan")
+    caplog.set_level(logging.WARNING, logger="agent.uplink")
+    async with running(uplink.run(), "uplink") as task, aiomqtt.Client("127.0.0.1", broker.port) as client:
+        await uplink.wait_connected(WAIT_S)
+        for bad in (b"not json at all", b'{"sn": ""}', b'{"sn": "SN0001", "extra": 1}', b"[1,2]"):
+            await client.publish(topic, bad, qos=1)
+        await wait_logged(caplog, "ignoring a scan command", count=4)
+        assert "not json at all" in caplog.text
+        assert "extra" in caplog.text
+        assert got == []
+        await client.publish(topic, b'{"sn": "SN-BOOM"}', qos=1)
+        await client.publish(topic, b'{"sn": "SN0042", "id": "req-1"}', qos=1)
+        async with asyncio.timeout(WAIT_S):
+            while len(got) < 2:
+                arrived.clear()
+                await arrived.wait()
+        assert got == [ScanCommand(sn="SN-BOOM"), ScanCommand(sn="SN0042", id="req-1")]
+        assert not task.done()  # a failing scan does not take the uplink down
+        assert "SN-BOOM: scan command failed" in caplog.text
