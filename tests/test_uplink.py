@@ -1,6 +1,7 @@
 """The uplink against a real mosquitto and the real journal: records out in order with valid checkpoints, signed
 acks in, forged acks ignored, nothing lost across a broker restart, events/progress/health kept while offline,
-scan commands."""
+scan commands; status and last will, MQTT 3.1.1 and the fallback to it, mTLS that never falls back to plaintext,
+unix sockets, backoff, and config that cannot work."""
 
 from __future__ import annotations
 
@@ -15,14 +16,17 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from agent.config import MqttConfig
+from agent.config import MqttConfig, TlsConfig
+from agent.errors import AckTimeoutError, ConfigError
 from agent.journal import Journal
 from agent.uplink import Uplink, UplinkTiming
+from agent.uplink.connection import Backoff
 from agent.uplink.discovery import COUNTERS, config_topic
 from agent.uplink.records import RecordSender
+from rebadge.broker import PrivateBroker, free_port
 from tests.conftest import Broker
 from tests.helpers import Issuer
-from tests.uplink_support import WAIT_S, Gateway, MqttProxy, Platform, eventually, running
+from tests.uplink_support import WAIT_S, Gateway, MqttProxy, Platform, eventually, make_tls, running, tls_listener
 from wire import topics
 from wire.keys import SigningKey
 from wire.records import batch_from_cbor, check_chain, record_from_cbor
@@ -30,7 +34,7 @@ from wire.tokens import Ack, Checkpoint, sign, verify
 from wire.topics import ProgressPayload, Result, ScanCommand, ScanEvent
 
 FAST = UplinkTiming(
-    connect_timeout_s=5.0, mqtt_timeout_s=2.0, resend_after_s=0.5, idle_check_s=1.0, offline_publish_timeout_s=1.0
+    connect_timeout_s=5.0, mqtt_timeout_s=1.0, resend_after_s=0.5, idle_check_s=1.0, offline_publish_timeout_s=1.0
 )
 
 
@@ -48,9 +52,9 @@ def uplink_for(
     gateway: Gateway, port: int, *, batch_records: int = 200, timing: UplinkTiming = FAST,
     on_scan: Callable[[ScanCommand], Awaitable[None]] | None = None, **mqtt: Any,
 ) -> Uplink:  # fmt: skip
-    config = MqttConfig(
-        host="127.0.0.1", port=port, batch_records=batch_records, reconnect_min_s=0.05, reconnect_max_s=0.2, **mqtt
-    )
+    fields = {"host": "127.0.0.1", "port": port, "batch_records": batch_records, "reconnect_min_s": 0.05,
+              "reconnect_max_s": 0.2, **mqtt}  # fmt: skip
+    config = MqttConfig(**fields)
     return Uplink(
         config, gateway.gw, gateway.journal, sign_checkpoint=gateway.sign_checkpoint, issuers=gateway.issuer.ring,
         name="line-7", version="9.9", on_scan=on_scan, timing=timing,
@@ -335,3 +339,166 @@ async def test_malformed_scan_commands_are_ignored_and_valid_ones_reach_on_scan(
         assert got == [ScanCommand(sn="SN-BOOM"), ScanCommand(sn="SN0042", id="req-1")]
         assert not task.done()  # a failing scan does not take the uplink down
         assert "SN-BOOM: scan command failed" in caplog.text
+
+
+# -- the connection ---------------------------------------------------------------------------------------------
+
+
+def states(watcher: Watcher, gw: str) -> list[str]:
+    return [json.loads(p)["state"] for p in watcher.on(topics.status(gw))]
+
+
+async def retained_status(port: int, gw: str) -> dict[str, object]:
+    async with aiomqtt.Client("127.0.0.1", port) as client:
+        await client.subscribe(topics.status(gw))
+        async with asyncio.timeout(WAIT_S):
+            message = await anext(aiter(client.messages))
+    assert message.retain
+    assert isinstance(message.payload, bytes)
+    status: dict[str, object] = json.loads(message.payload)
+    return status
+
+
+async def test_status_online_then_the_will_says_offline_when_the_link_dies(
+    broker: Broker, proxy: MqttProxy, gateway: Gateway
+) -> None:
+    uplink = uplink_for(gateway, proxy.port)
+    watcher = Watcher(broker.port, [topics.status(gateway.gw)])
+    async with running(watcher.run(), "watcher"), running(uplink.run(), "uplink"):
+        await watcher.ready.wait()
+        await watcher.wait_for(lambda: states(watcher, gateway.gw) == ["online"])
+        status = json.loads(watcher.on(topics.status(gateway.gw))[0])
+        assert status == {"state": "online", "gw": gateway.gw, "name": "line-7", "version": "9.9", "at": status["at"]}
+        proxy.accepting = False
+        proxy.cut()  # the socket dies without a DISCONNECT: only the broker's will can say offline
+        await watcher.wait_for(lambda: states(watcher, gateway.gw) == ["online", "offline"])
+        assert (await retained_status(broker.port, gateway.gw))["state"] == "offline"
+        proxy.accepting = True  # the uplink comes back by itself and says online again
+        await watcher.wait_for(lambda: states(watcher, gateway.gw) == ["online", "offline", "online"])
+        await eventually(lambda: uplink.connections == 2)
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_clean_shutdown_leaves_status_offline(broker: Broker, gateway: Gateway, protocol: str) -> None:
+    uplink = uplink_for(gateway, broker.port, protocol=protocol)
+    async with running(uplink.run(), "uplink"):
+        await uplink.wait_connected(WAIT_S)
+        assert uplink.protocol == protocol
+        assert (await retained_status(broker.port, gateway.gw))["state"] == "online"
+    assert not uplink.is_connected
+    assert (await retained_status(broker.port, gateway.gw))["state"] == "offline"
+
+
+async def test_records_and_acks_over_mqtt_311(broker: Broker, gateway: Gateway) -> None:
+    head = await gateway.scan(4)
+    platform = platform_for(gateway, broker)
+    uplink = uplink_for(gateway, broker.port, protocol="3.1.1", batch_records=3)
+    async with running(platform.run(), "platform"), running(uplink.run(), "uplink"):
+        await uplink.wait_acked(head, WAIT_S)
+        assert uplink.protocol == "3.1.1"
+    assert platform.errors == []
+    assert await gateway.journal.pending(0, 100) == []
+
+
+async def test_auto_falls_back_to_311_when_the_broker_refuses_5(
+    broker: Broker, proxy: MqttProxy, gateway: Gateway
+) -> None:
+    proxy.refuse_v5 = True
+    head = await gateway.scan(1)
+    platform = platform_for(gateway, broker)
+    uplink = uplink_for(gateway, proxy.port, protocol="auto")
+    async with running(platform.run(), "platform"), running(uplink.run(), "uplink"):
+        await uplink.wait_acked(head, WAIT_S)
+    assert uplink.protocol == "3.1.1"
+    assert proxy.refused_v5 == 1  # asked once, then remembered
+
+
+async def test_mqtt_5_only_does_not_fall_back(
+    broker: Broker, proxy: MqttProxy, gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy.refuse_v5 = True
+    uplink = uplink_for(gateway, proxy.port, protocol="5")
+    caplog.set_level(logging.WARNING, logger="agent.uplink")
+    async with running(uplink.run(), "uplink") as task:
+        await eventually(lambda: proxy.refused_v5 >= 2)  # refused, backed off, tried MQTT 5 again
+        assert not uplink.is_connected
+        assert not task.done()
+    assert "Unsupported protocol version" in caplog.text
+
+
+async def test_wait_acked_times_out_naming_how_far_acks_got(broker: Broker, gateway: Gateway) -> None:
+    head = await gateway.scan(1)
+    uplink = uplink_for(gateway, broker.port)
+    async with running(uplink.run(), "uplink"):
+        with pytest.raises(AckTimeoutError, match=rf"acked up to seq 0, not seq {head}") as info:
+            await uplink.wait_acked(head, 0.2)
+    assert (info.value.seq, info.value.acked) == (head, 0)
+
+
+# -- transports -------------------------------------------------------------------------------------------------
+
+
+async def test_mutual_tls_connects_and_never_falls_back_to_plaintext(
+    tmp_path: Path, gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    files = make_tls(tmp_path / "tls")
+    tls_port = free_port()
+    tls = TlsConfig(ca_file=files.ca, cert_file=files.client_cert, key_file=files.client_key)
+    caplog.set_level(logging.WARNING, logger="agent.uplink")
+    with PrivateBroker(tmp_path / "broker", extra_config=tls_listener(files, tls_port)) as broker:
+        # The TLS port: connects, and a dashboard on the plain port sees the same broker.
+        uplink = uplink_for(gateway, tls_port, tls=tls)
+        async with running(uplink.run(), "uplink"):
+            await uplink.wait_connected(WAIT_S)
+            assert (await retained_status(broker.port, gateway.gw))["state"] == "online"
+        # A plaintext port with TLS configured: the handshake fails and the uplink keeps trying TLS only.
+        plain = uplink_for(gateway, broker.port, tls=tls)
+        caplog.clear()
+        async with running(plain.run(), "plain"):
+            await wait_logged(caplog, f"127.0.0.1:{broker.port} (TLS)", count=2)
+            assert not plain.is_connected
+        log_text = (broker.workdir / "mosquitto.log").read_text()
+    assert f"as rebadge-gw-{gateway.gw}" in log_text
+    assert log_text.count(f"as rebadge-gw-{gateway.gw}") == 1  # the plaintext port never saw a CONNECT from us
+
+
+async def test_unix_socket_transport(tmp_path: Path, gateway: Gateway) -> None:
+    sock = tmp_path / "mq.sock"
+    with PrivateBroker(tmp_path / "broker", extra_config=f"listener 0 {sock}\n") as broker:
+        config = MqttConfig(transport="unix", socket_path=sock, reconnect_min_s=0.05, reconnect_max_s=0.2)
+        uplink = Uplink(
+            config, gateway.gw, gateway.journal, sign_checkpoint=gateway.sign_checkpoint,
+            issuers=gateway.issuer.ring, timing=FAST,
+        )  # fmt: skip
+        async with running(uplink.run(), "uplink"):
+            await uplink.wait_connected(WAIT_S)
+            assert (await retained_status(broker.port, gateway.gw))["state"] == "online"
+
+
+# -- pure parts -------------------------------------------------------------------------------------------------
+
+
+def test_backoff_doubles_with_jitter_up_to_the_cap_and_resets() -> None:
+    low = Backoff(0.1, 1.0, rng=lambda: 0.0)
+    high = Backoff(0.1, 1.0, rng=lambda: 1.0)
+    assert [round(low.next_delay(), 3) for _ in range(6)] == [0.05, 0.1, 0.2, 0.4, 0.5, 0.5]
+    assert [round(high.next_delay(), 3) for _ in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    high.reset()
+    assert high.next_delay() == pytest.approx(0.1)
+    for _ in range(200):  # a long outage neither overflows nor passes the cap
+        assert high.next_delay() <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"transport": "unix"}, "mqtt.socket_path"),
+        ({"reconnect_min_s": 5.0, "reconnect_max_s": 1.0}, "mqtt.reconnect_max_s"),
+        ({"password": "secret"}, "mqtt.password"),
+    ],
+)
+async def test_config_that_cannot_work_is_refused_naming_the_field(
+    gateway: Gateway, fields: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(ConfigError, match=named):
+        uplink_for(gateway, 1883, **fields)

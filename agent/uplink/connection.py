@@ -62,17 +62,39 @@ def check_config(config: MqttConfig) -> None:
         raise ConfigError("mqtt.password is set without mqtt.username: set both or neither")
 
 
-def tls_parameters(config: MqttConfig) -> aiomqtt.TLSParameters | None:
-    """mTLS with the gateway's enrolled certificate; the broker's certificate and host name are always checked."""
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """An SSL socket that closes itself when its handshake fails (paho would leave it open)."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        """Handshake; close the socket if it fails."""
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
+def tls_context(config: MqttConfig) -> ssl.SSLContext | None:
+    """mTLS with the gateway's enrolled certificate; the broker's certificate and host name are always checked.
+
+    Reads files: call it off the event loop. Built for every connection, so a renewed certificate is picked up.
+    """
     if config.tls is None:
         return None
-    return aiomqtt.TLSParameters(
-        ca_certs=str(config.tls.ca_file),
-        certfile=str(config.tls.cert_file),
-        keyfile=str(config.tls.key_file),
-        cert_reqs=ssl.CERT_REQUIRED,
-        tls_version=ssl.PROTOCOL_TLS_CLIENT,
-    )
+    tls = config.tls
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"mqtt.tls.ca_file {tls.ca_file}: cannot load the broker's CA ({exc})") from exc
+    try:
+        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"mqtt.tls.cert_file {tls.cert_file} / mqtt.tls.key_file {tls.key_file}: cannot load the gateway's "
+            f"certificate and key ({exc}); check both paths and that the key matches the certificate"
+        ) from exc
+    context.sslsocket_class = _ClosingSSLSocket
+    return context
 
 
 @dataclass(frozen=True)
@@ -84,11 +106,14 @@ class LastWill:
 
 
 def make_client(
-    config: MqttConfig, identifier: str, protocol: aiomqtt.ProtocolVersion, will: LastWill, timeout: float
-) -> aiomqtt.Client:
-    """A fresh client for one connection; TLS settings are applied whenever `config.tls` is set, never dropped."""
+    config: MqttConfig, identifier: str, protocol: aiomqtt.ProtocolVersion, will: LastWill, timeout: float,
+    tls: ssl.SSLContext | None,
+) -> aiomqtt.Client:  # fmt: skip
+    """A fresh client for one connection; with `config.tls` set it only ever speaks TLS."""
+    if config.tls is not None and tls is None:
+        raise ConfigError("mqtt.tls is set but no TLS context was built; refusing to connect in plaintext")
     if config.transport == "unix":
-        host, port = str(config.socket_path), 0
+        host, port = str(config.socket_path), config.port  # paho checks the port even though a socket has none
     else:
         host, port = config.host, config.port
     return aiomqtt.Client(
@@ -105,7 +130,7 @@ def make_client(
         timeout=timeout,
         keepalive=config.keepalive_s,
         max_queued_incoming_messages=MAX_QUEUED_INCOMING,
-        tls_params=tls_parameters(config),
+        tls_context=tls,
     )
 
 

@@ -191,7 +191,10 @@ class Uplink:
             await asyncio.sleep(delay)
 
     async def _session(self, protocol: aiomqtt.ProtocolVersion, backoff: Backoff) -> None:
-        client = make_client(self.config, f"rebadge-gw-{self.gw}", protocol, self._will(), self.timing.mqtt_timeout_s)
+        tls = await asyncio.to_thread(connection.tls_context, self.config)
+        client = make_client(
+            self.config, f"rebadge-gw-{self.gw}", protocol, self._will(), self.timing.mqtt_timeout_s, tls
+        )
         await open_client(client, self.timing.connect_timeout_s)
         with_will = False
         try:
