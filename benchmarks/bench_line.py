@@ -1,0 +1,260 @@
+"""What the agent costs per unit on a Wi-Fi line: Line.scan against simulated goods on loopback.
+
+Run: `python benchmarks/bench_line.py [--units N] [--latency MS] [--dir DIR] [--doc docs/benchmarks.md]`.
+
+(a) Own cost: `Line.scan` (find, info, checks, durable reserve, Ed25519 grant, send, read back, durable confirm,
+progress counts) against devices that answer at once, reported directly and as a ratio to a baseline measured in
+the same run: the bare radio round trips of one unit (open + info + rebadge + info through WifiRadio, grant signed
+beforehand, no line and no journal).
+(b) At a realistic latency (every device answer delayed by --latency ms): a unit's wall time against the simulated
+radio time (three answers: info, rebadge, info), and against the bare radio round trips at that latency.
+
+The devices run in this process and event loop, so their own verification work (two Ed25519 verifies) is inside
+both the line's and the baseline's figures. Line and baseline run round-robin, one unit each in turn, so that a
+busy machine slows both alike. The journal uses WAL with synchronous=FULL: put --dir on the disk you care about.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import math
+import os
+import platform
+import re
+import statistics
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.certs.identity import GatewayIdentity
+from agent.config import LineConfig, WifiConfig
+from agent.journal import Journal
+from agent.line import Line
+from agent.radios.wifi import WifiRadio
+from rebadge.broker import free_port
+from simulator.firmware import DeviceState, Firmware
+from simulator.wifi import WifiDevice
+from wire.device import Radio
+from wire.keys import KeyRing, SigningKey
+from wire.tokens import Certificate, Grant, Lease, sign, token_hash
+from wire.topics import ProgressPayload, Result, ScanEvent
+
+ISSUER = SigningKey(bytes([1]) * 32)
+OLD, NEW = "stock001", "brand001"
+FAR = 4_000_000_000
+WARMUP = 20
+ANSWERS_PER_UNIT = 3  # info, rebadge, info
+TIMEOUT_S = 5.0
+SECTION = "## Agent per unit (Wi-Fi)"
+DOC_TITLE = "# Benchmarks"
+
+
+def p95(times: list[float]) -> float:
+    """The 95th percentile (nearest rank)."""
+    ordered = sorted(times)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def tokens(gateway: SigningKey, units: int) -> tuple[Lease, bytes, Certificate, bytes]:
+    """A certificate and one lease of `units` slots for `gateway`, signed by the bench issuer."""
+    cert = Certificate(
+        cert_no="BENCH1", factory="bench", original_pid=OLD, new_pid=NEW, quantity=units,
+        protocols=("wifi",), nbf=0, exp=FAR,
+    )  # fmt: skip
+    cert_token = sign(cert, ISSUER)
+    lease = Lease(
+        lease_id="BL1", cert_no="BENCH1", cert_hash=token_hash(cert_token), original_pid=OLD, new_pid=NEW,
+        gateway_key=gateway.public.raw, gateway_kid=gateway.kid, slot_lo=0, slot_hi=units, exp=FAR,
+    )  # fmt: skip
+    return lease, sign(lease, ISSUER), cert, cert_token
+
+
+@asynccontextmanager
+async def devices(prefix: str, n: int, latency_s: float) -> AsyncIterator[dict[str, tuple[str, int]]]:
+    """`n` simulated Wi-Fi goods on loopback (no announcements: the radio knows their addresses)."""
+    async with AsyncExitStack() as stack:
+        found: dict[str, tuple[str, int]] = {}
+        for i in range(n):
+            state = DeviceState(sn=f"{prefix}-{i:05d}", pid=OLD, radio=Radio.WIFI)
+            device = WifiDevice(Firmware(state, KeyRing([ISSUER.public])), latency_s=latency_s)
+            await stack.enter_async_context(device)
+            found[device.sn] = device.address
+        yield found
+
+
+@dataclass
+class Series:
+    """One kind of unit (line or bare radio) at one latency: how long each took."""
+
+    name: str
+    run: Callable[[str], Awaitable[None]]
+    sns: list[str]
+    times: list[float]
+
+    async def step(self, i: int) -> float:
+        start = time.perf_counter()
+        await self.run(self.sns[i])
+        return time.perf_counter() - start
+
+
+async def _sink(_: ScanEvent | ProgressPayload) -> None:
+    """Where the service would hand events and progress to the uplink (its queue is not measured)."""
+
+
+@asynccontextmanager
+async def line_series(root: Path, name: str, units: int, latency_s: float) -> AsyncIterator[Series]:
+    """The real Line (journal on disk, Wi-Fi radio, identity, issuer keys) over its own goods."""
+    identity = GatewayIdentity.load_or_create(root / name)
+    journal = await Journal.open(root / name / "journal.sqlite", identity.gw, min_free_bytes=0)
+    try:
+        await journal.add_lease(*tokens(identity.key, units))
+        async with devices(name, units, latency_s) as found:
+            radio = WifiRadio(WifiConfig(bind_address="127.0.0.1", discovery_port=free_port()), static_devices=found)
+            await radio.start()
+            config = LineConfig(find_timeout_s=TIMEOUT_S, info_timeout_s=TIMEOUT_S, rebadge_timeout_s=TIMEOUT_S)
+            line = Line(journal, [radio], identity, KeyRing([ISSUER.public]), config, on_event=_sink, on_progress=_sink)
+
+            async def scan(sn: str) -> None:
+                event = await line.scan(sn)
+                if event.result is not Result.CONFIRMED:
+                    raise RuntimeError(f"{sn}: {event.result} {event.reason} {event.message}")
+
+            try:
+                yield Series(name, scan, list(found), [])
+            finally:
+                await radio.stop()
+    finally:
+        await journal.close()
+
+
+@asynccontextmanager
+async def radio_series(name: str, units: int, latency_s: float) -> AsyncIterator[Series]:
+    """The bare radio round trips of one unit: open + info + rebadge + info, grants signed beforehand."""
+    gateway = SigningKey.generate()
+    lease, lease_token, _, _ = tokens(gateway, units)
+    async with devices(name, units, latency_s) as found:
+        grants = {
+            sn: sign(Grant(lease_id=lease.lease_id, slot=i, sn=sn, new_pid=NEW, iat=0), gateway)
+            for i, sn in enumerate(found)
+        }
+        radio = WifiRadio(WifiConfig(bind_address="127.0.0.1", discovery_port=free_port()), static_devices=found)
+        await radio.start()
+
+        async def round_trips(sn: str) -> None:
+            async with radio.connect(sn, TIMEOUT_S) as link:
+                await link.info(TIMEOUT_S)
+                answer = await link.rebadge(lease_token, grants[sn], TIMEOUT_S)
+                after = await link.info(TIMEOUT_S)
+            if answer.status.value != "ok" or after.pid != NEW:
+                raise RuntimeError(f"{sn}: the bare rebadge failed ({answer.status.value}, pid {after.pid})")
+
+        try:
+            yield Series(name, round_trips, list(found), [])
+        finally:
+            await radio.stop()
+
+
+async def measure(root: Path, units: int, latency_s: float) -> dict[str, Series]:
+    """Line and bare radio at zero latency and at `latency_s`, round-robin; the first WARMUP units are not kept."""
+    total = WARMUP + units
+    async with AsyncExitStack() as stack:
+        series = [
+            await stack.enter_async_context(line_series(root, "line-0", total, 0.0)),
+            await stack.enter_async_context(radio_series("radio-0", total, 0.0)),
+            await stack.enter_async_context(line_series(root, "line-lat", total, latency_s)),
+            await stack.enter_async_context(radio_series("radio-lat", total, latency_s)),
+        ]
+        for i in range(total):
+            for s in series:
+                took = await s.step(i)
+                if i >= WARMUP:
+                    s.times.append(took)
+    return {s.name: s for s in series}
+
+
+def machine() -> str:
+    """nproc, CPU model, Python version and the date, as one line."""
+    model = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
+        model = found.group(1).strip() if found else model
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, {when}"
+
+
+def report(results: dict[str, Series], units: int, latency_s: float) -> list[str]:
+    """The figures as a Markdown table plus the two targets."""
+    med = {name: statistics.median(s.times) for name, s in results.items()}
+    own, bare = med["line-0"], med["radio-0"]
+    line_lat, bare_lat = med["line-lat"], med["radio-lat"]
+    radio_time = ANSWERS_PER_UNIT * latency_s
+    lat_ms = latency_s * 1e3
+    bare_ratio = f"{own / bare:.2f} x bare radio"
+    rows = [
+        ("Line.scan, zero-latency device", results["line-0"], bare_ratio),
+        ("bare radio round trips, zero latency", results["radio-0"], "baseline"),
+        (f"Line.scan, {lat_ms:g} ms per answer", results["line-lat"], f"{line_lat / radio_time:.3f} x radio time"),
+        (
+            f"bare radio round trips, {lat_ms:g} ms per answer",
+            results["radio-lat"],
+            f"{bare_lat / radio_time:.3f} x radio time",
+        ),
+    ]
+    lines = [
+        f"Machine: {machine()}. {units} units per row (after {WARMUP} warm-up units), round-robin.",
+        "",
+        "| what | median ms | p95 ms | ratio |",
+        "|---|---:|---:|---|",
+    ]
+    lines += [
+        f"| {what} | {statistics.median(s.times) * 1e3:.2f} | {p95(s.times) * 1e3:.2f} | {r} |" for what, s, r in rows
+    ]
+    lines += [
+        "",
+        f"- Own cost per unit (median Line.scan, zero-latency device): **{own * 1e3:.2f} ms** (target <= 5 ms); "
+        f"{own / bare:.2f} x the bare radio round trips measured alongside; the line adds "
+        f"{(own - bare) * 1e3:.2f} ms to them (journal, checks, grant, events).",
+        f"- At {lat_ms:g} ms per device answer ({ANSWERS_PER_UNIT} answers = {radio_time * 1e3:g} ms of simulated "
+        f"radio time per unit): unit wall time / radio time = **{line_lat / radio_time:.3f}** (target <= 1.05); "
+        f"against the bare radio round trips at that latency: {line_lat / bare_lat:.3f}.",
+    ]
+    return lines
+
+
+def write_doc(doc: Path, lines: list[str]) -> None:
+    """Put `lines` under SECTION in `doc` (created with a machine header if missing); other sections stay."""
+    text = doc.read_text() if doc.exists() else f"{DOC_TITLE}\n\nMachine when this file was started: {machine()}.\n"
+    body = "\n".join([SECTION, "", *lines, ""])
+    start = text.find(SECTION)
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + body
+    else:
+        end = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + body + ("" if end < 0 else text[end:])
+    doc.write_text(text)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--units", type=int, default=300, help="measured units per row")
+    parser.add_argument("--latency", type=float, default=5.0, help="ms each device answer waits in (b)")
+    parser.add_argument("--dir", type=Path, default=None, help="where to put the journals")
+    parser.add_argument("--doc", type=Path, default=None, help="write the results into this Markdown file")
+    args = parser.parse_args()
+    latency_s = args.latency / 1e3
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        results = await measure(Path(tmp), args.units, latency_s)
+    lines = report(results, args.units, latency_s)
+    print("\n".join(lines))
+    if args.doc is not None:
+        write_doc(args.doc, lines)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
