@@ -147,6 +147,11 @@ class Line:
     async def _lease_for_scan(self, scan: _Scan) -> CheckedLease:
         cert_nos = await self.journal.cert_nos()
         wanted = self.config.certificate
+        # cert_nos() lists active leases only: a certificate whose leases all expired must say so, not "no lease".
+        expired = {lease.cert_no for lease in await self.journal.leases(active_only=False)} - set(cert_nos)
+        if (wanted in expired) or (wanted is None and not cert_nos and expired):
+            names = wanted or ", ".join(sorted(expired))
+            raise Refused("lease_expired", f"every lease of certificate {names} has expired; request a new one")
         if wanted is not None and wanted not in cert_nos:
             raise Refused("no_lease", f"no active lease for certificate {wanted}; load one or request one")
         if wanted is None and len(cert_nos) != 1:

@@ -51,3 +51,7 @@ def main(verbose: int) -> None:
         level=os.environ.get("REBADGE_LOG_LEVEL", logging.getLevelName(level)),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+if __name__ == "__main__":
+    main()

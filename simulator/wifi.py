@@ -50,6 +50,7 @@ class WifiDevice:
         link_fault: LinkFault = LinkFault.NONE,
         link_fault_times: int | None = None,
         trickle_s: float | None = None,
+        latency_s: float = 0.0,
     ) -> None:
         self.firmware = firmware
         self.announce_to = announce_to
@@ -59,6 +60,8 @@ class WifiDevice:
         self.link_fault = link_fault
         self.link_fault_times = link_fault_times
         self.trickle_s = trickle_s
+        # Every answer waits this long first: the air time and firmware work of a real device (benchmarks).
+        self.latency_s = latency_s
         self.connections = 0
         self.frames_in = 0
         self.bad_frames = 0
@@ -198,6 +201,8 @@ class WifiDevice:
         answer = await self.firmware.handle(frame.payload)
         if answer is None:
             return True
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
         raw = encode(Frame(frame.seq, frame.cmd, answer))
         fault = self._take_link_fault() if frame.cmd == Command.REBADGE else LinkFault.NONE
         if fault is LinkFault.BAD_CRC:
