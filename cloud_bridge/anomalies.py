@@ -6,9 +6,11 @@ import logging
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cloud_bridge.store.schema import anomalies
+from cloud_bridge.accounts import Actor, Role
+from cloud_bridge.store.schema import anomalies, certificates, gateways
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,7 @@ class AnomalyKind(StrEnum):
     UNKNOWN_LEASE = "unknown_lease"
     FOREIGN_LEASE = "foreign_lease"
     SLOT_OUTSIDE_LEASE = "slot_outside_lease"
+    RETURNED_SLOT = "returned_slot"  # used after its lease ended and the slot went back to the certificate
     PID_MISMATCH = "pid_mismatch"
     DUPLICATE_SLOT = "duplicate_slot"
     SN_REBADGED_TWICE = "sn_rebadged_twice"
@@ -75,3 +78,35 @@ async def store(
     event = AnomalyEvent(id=result.scalar_one(), kind=kind, message=message, at=now, **fields)
     log.warning("anomaly %s: %s (gateway %s, SN %s)", kind.value, message, gw, sn)
     return event
+
+
+async def list_visible(
+    conn: AsyncConnection, actor: Actor, *, kind: AnomalyKind | None = None, gw: str | None = None, limit: int = 100
+) -> list[AnomalyEvent]:
+    """Newest anomalies first: all for platform staff; a factory's own gateways' and certificates' for its admin."""
+    actor.require(Role.ADMIN, Role.AUDITOR, Role.FACTORY_ADMIN)
+    query = select(anomalies).order_by(anomalies.c.id.desc()).limit(limit)
+    if kind is not None:
+        query = query.where(anomalies.c.kind == kind.value)
+    if gw is not None:
+        query = query.where(anomalies.c.gw == gw)
+    if not actor.platform_staff:
+        own_gws = select(gateways.c.gw).where(gateways.c.org_id == actor.org_id)
+        own_certs = select(certificates.c.cert_no).where(certificates.c.org_id == actor.org_id)
+        query = query.where(or_(anomalies.c.gw.in_(own_gws), anomalies.c.cert_no.in_(own_certs)))
+    rows = await conn.execute(query)
+    return [
+        AnomalyEvent(
+            id=r.id,
+            kind=AnomalyKind(r.kind),
+            message=r.message,
+            at=r.at,
+            gw=r.gw,
+            seq=r.seq,
+            cert_no=r.cert_no,
+            lease_id=r.lease_id,
+            slot=r.slot,
+            sn=r.sn,
+        )
+        for r in rows
+    ]

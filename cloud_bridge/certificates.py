@@ -7,11 +7,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, Select, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cloud_bridge import products
+from cloud_bridge.accounts import Actor, Role, get_org
 from cloud_bridge.errors import ConflictError, InvalidRequestError, NotFoundError
-from cloud_bridge.store.schema import certificates
+from cloud_bridge.store.schema import activations, certificates, confirmations, leases
+from cloud_bridge.store.schema import products as product_table
 from wire.errors import MalformedError
 from wire.ids import SHORT_PID_LEN, check_pid
 from wire.keys import SigningKey
@@ -71,6 +74,7 @@ async def apply(
     now: int,
     reason: str = "",
     applicant: str = "",
+    org_id: int | None = None,
 ) -> str:
     """Store an application (pending audit); return its certificate number."""
     protos = check_request(original_pid, new_pid, quantity, protocols)
@@ -88,6 +92,7 @@ async def apply(
             protocols=",".join(protos),
             reason=reason,
             applicant=applicant,
+            org_id=org_id,
             status=Status.PENDING,
             valid_s=valid_s,
             created_at=now,
@@ -178,3 +183,107 @@ def certificate_of(row: Row[Any]) -> Certificate:
         nbf=row.nbf,
         exp=row.exp,
     )
+
+
+async def apply_as(
+    conn: AsyncConnection,
+    actor: Actor,
+    *,
+    original_pid: str,
+    new_pid: str,
+    quantity: int,
+    reason: str,
+    protocols: Sequence[str],
+    valid_s: int,
+    now: int,
+) -> str:
+    """A factory admin applies for a certificate for a product of theirs in trial or mass production."""
+    actor.require(Role.FACTORY_ADMIN)
+    product = await products.get(conn, actor, original_pid)
+    if product.org_id != actor.org_id:
+        raise NotFoundError(f"product {original_pid!r} is not one of yours", what="product", key=original_pid)
+    if product.stage not in products.PRODUCING:
+        raise ConflictError(
+            f"product {original_pid} is in {product.stage}; a certificate needs trial or mass production "
+            "(complete development first)"
+        )
+    if not 1 <= len(reason) <= 1000:
+        raise InvalidRequestError("reason must be 1 to 1000 characters: say why the PIDs are replaced", field="reason")
+    factory = await _org_name(conn, actor)
+    return await apply(
+        conn,
+        factory=factory,
+        original_pid=original_pid,
+        new_pid=new_pid,
+        quantity=quantity,
+        protocols=protocols,
+        valid_s=valid_s,
+        now=now,
+        reason=reason,
+        applicant=actor.name,
+        org_id=actor.org_id,
+    )
+
+
+async def _org_name(conn: AsyncConnection, actor: Actor) -> str:
+    return str((await get_org(conn, actor.org_id or 0)).name)[:64]
+
+
+async def audit(
+    conn: AsyncConnection, actor: Actor, cert_no: str, *, approve_it: bool, comment: str, issuer: SigningKey, now: int
+) -> None:
+    """An auditor approves (which signs the certificate) or rejects a pending application."""
+    actor.require(Role.AUDITOR)
+    if approve_it:
+        await approve(conn, cert_no, issuer, now, auditor=actor.name, comment=comment)
+    else:
+        if not comment:
+            raise InvalidRequestError("a rejection needs a comment that tells the applicant why", field="comment")
+        await decide(conn, cert_no, Status.REJECTED, now, auditor=actor.name, comment=comment)
+
+
+async def revoke(conn: AsyncConnection, actor: Actor, cert_no: str, *, comment: str, now: int) -> None:
+    """Revoke an approved certificate: no more leases; its active leases end (their slots stay spent)."""
+    actor.require(Role.AUDITOR, Role.ADMIN)
+    await decide(conn, cert_no, Status.REVOKED, now, auditor=actor.name, comment=comment)
+    await conn.execute(
+        update(leases)
+        .where(leases.c.cert_no == cert_no, leases.c.state == "active")
+        .values(state="revoked", ended_at=now)
+    )
+
+
+def _credential_query() -> Select[Any]:
+    confirmed = select(confirmations.c.cert_no, func.count().label("n")).group_by(confirmations.c.cert_no).subquery()
+    activated = select(activations.c.cert_no, func.count().label("n")).group_by(activations.c.cert_no).subquery()
+    return (
+        select(
+            certificates,
+            func.coalesce(confirmed.c.n, 0).label("replaced"),
+            func.coalesce(activated.c.n, 0).label("activated"),
+        )
+        .outerjoin(confirmed, confirmed.c.cert_no == certificates.c.cert_no)
+        .outerjoin(activated, activated.c.cert_no == certificates.c.cert_no)
+        .order_by(certificates.c.id)
+    )
+
+
+def _scoped(query: Select[Any], actor: Actor) -> Select[Any]:
+    if actor.platform_staff:
+        return query
+    if actor.role == Role.CUSTOMER:  # a brand owner sees the certificates that give goods its PIDs
+        own = select(product_table.c.pid).where(product_table.c.org_id == actor.org_id)
+        return query.where(or_(certificates.c.new_pid.in_(own), certificates.c.org_id == actor.org_id))
+    return query.where(certificates.c.org_id == actor.org_id)
+
+
+async def credentials(conn: AsyncConnection, actor: Actor, cert_no: str | None = None) -> list[Row[Any]]:
+    """The credential list: each certificate with replaced (verified) and activated counts."""
+    actor.require(Role.ADMIN, Role.AUDITOR, Role.FACTORY_ADMIN, Role.TECHNICIAN, Role.CUSTOMER)
+    query = _scoped(_credential_query(), actor)
+    if cert_no is not None:
+        query = query.where(certificates.c.cert_no == cert_no)
+    rows = list((await conn.execute(query)).all())
+    if cert_no is not None and not rows:
+        raise NotFoundError(f"certificate {cert_no!r} does not exist or is not yours", what="certificate", key=cert_no)
+    return rows

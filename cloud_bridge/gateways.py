@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cloud_bridge.errors import NotFoundError
+from cloud_bridge.accounts import Actor, Role
+from cloud_bridge.errors import ConflictError, InvalidRequestError, NotFoundError
 from cloud_bridge.store.schema import gateway_heads, gateways
 from wire.keys import PublicKey
 from wire.records import GENESIS
@@ -50,3 +51,44 @@ async def revoke(conn: AsyncConnection, gw: str, now: int) -> None:
     await get(conn, gw)
     await conn.execute(update(gateways).where(gateways.c.gw == gw).values(revoked=True, revoked_at=now))
     log.warning("revoked gateway %s", gw)
+
+
+async def register_as(conn: AsyncConnection, actor: Actor, key: PublicKey, name: str, now: int) -> str:
+    """Register a gateway key for the actor's organisation; a key of another organisation is refused."""
+    actor.require(Role.ADMIN, Role.FACTORY_ADMIN, Role.TECHNICIAN)
+    if len(name) > 128:
+        raise InvalidRequestError(f"gateway name is {len(name)} characters; use at most 128", field="name")
+    gw = gw_id(key)
+    row = await find(conn, gw)
+    if row is not None:
+        if row.org_id is not None and row.org_id != actor.org_id and actor.role != Role.ADMIN:
+            raise ConflictError(f"gateway {gw} is registered to another organisation")
+        return gw
+    await register(conn, key, name, now)
+    if actor.org_id is not None:
+        await conn.execute(update(gateways).where(gateways.c.gw == gw).values(org_id=actor.org_id))
+    return gw
+
+
+async def get_visible(conn: AsyncConnection, actor: Actor, gw: str) -> Row[Any]:
+    """A gateway the actor may see; NotFoundError otherwise."""
+    row = await find(conn, gw)
+    if row is None or not (actor.platform_staff or row.org_id == actor.org_id):
+        raise NotFoundError(f"gateway {gw!r} is not registered in your organisation", what="gateway", key=gw)
+    return row
+
+
+async def revoke_as(conn: AsyncConnection, actor: Actor, gw: str, now: int) -> None:
+    """Revoke one of the actor's organisation's gateways (admins and auditors: any)."""
+    actor.require(Role.ADMIN, Role.AUDITOR, Role.FACTORY_ADMIN)
+    await get_visible(conn, actor, gw)
+    await revoke(conn, gw, now)
+
+
+async def list_visible(conn: AsyncConnection, actor: Actor) -> list[Row[Any]]:
+    """Gateways with their acked heads, as far as the actor may see them."""
+    actor.require(Role.ADMIN, Role.AUDITOR, Role.FACTORY_ADMIN, Role.TECHNICIAN)
+    query = select(gateways, gateway_heads.c.seq).join(gateway_heads).order_by(gateways.c.registered_at)
+    if not actor.platform_staff:
+        query = query.where(gateways.c.org_id == actor.org_id)
+    return list((await conn.execute(query)).all())

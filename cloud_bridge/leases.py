@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import logging
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cloud_bridge import certificates
+from cloud_bridge import certificates, gateways
+from cloud_bridge.accounts import Actor, Role
 from cloud_bridge.certificates import Status
 from cloud_bridge.errors import ConflictError, GatewayRevokedError, InvalidRequestError, NoSlotsLeftError, NotFoundError
-from cloud_bridge.store.schema import leases, slot_holds
+from cloud_bridge.store.schema import gateway_heads, leases, records, slot_holds
 from wire.keys import PublicKey, SigningKey
+from wire.records import RecordKind
 from wire.tokens import Lease, LeaseBundle, sign
 
 log = logging.getLogger(__name__)
@@ -28,8 +31,20 @@ class LeaseState:
     """Where a lease is in its life."""
 
     ACTIVE = "active"
-    RELEASED = "released"
-    EXPIRED = "expired"
+    RELEASED = "released"  # the gateway handed back its unused slots
+    EXPIRED = "expired"  # past its expiry and the grace for late records; unused slots returned
+    REVOKED = "revoked"  # its certificate was revoked; slots stay spent
+
+    ENDED_WITH_RETURN = (RELEASED, EXPIRED)
+
+
+@dataclass(frozen=True)
+class LeasePolicy:
+    """How big and how long leases are, and how long ended leases wait for late records before slots return."""
+
+    max_slots: int = 10_000
+    valid_s: int = 86_400
+    return_grace_s: int = 3_600
 
 
 def new_lease_id() -> str:
@@ -74,15 +89,18 @@ async def issue(
     gateway_row: Row[Any],
     slots: int,
     *,
-    valid_s: int,
+    valid_s: int | None,
+    policy: LeasePolicy,
     issuer: SigningKey,
     now: int,
 ) -> tuple[Lease, bytes, bytes]:
-    """Allocate and sign a lease of up to `slots` slots; return the lease, its token and the bundle bytes."""
+    """Allocate and sign a lease of up to `slots` slots (at most the policy's); return lease, token, bundle bytes."""
     if not 1 <= slots <= MAX_LEASE_SLOTS:
         raise InvalidRequestError(f"slots {slots} must lie between 1 and {MAX_LEASE_SLOTS}", field="slots")
+    valid_s = policy.valid_s if valid_s is None else valid_s
     if valid_s <= 0:
         raise InvalidRequestError(f"valid_s {valid_s} must be a positive number of seconds", field="valid_s")
+    slots = min(slots, policy.max_slots)
     if gateway_row.revoked:
         raise GatewayRevokedError(f"gateway {gateway_row.gw} is revoked and gets no leases", gw=gateway_row.gw)
     # The lock on the certificate row serialises allocations, so two leases never share a slot.
@@ -91,6 +109,7 @@ async def issue(
         raise ConflictError(f"certificate {cert_no} is {cert.status}; leases come only from an approved certificate")
     if now >= cert.exp:
         raise ConflictError(f"certificate {cert_no} expired at {cert.exp}; apply for a new certificate")
+    await expire_due(conn, now, policy.return_grace_s, cert_no)
     picked = pick_range(free_runs(await holds_of(conn, cert_no), cert.quantity), slots)
     if picked is None:
         raise NoSlotsLeftError(
@@ -145,3 +164,100 @@ async def get(conn: AsyncConnection, lease_id: str) -> Row[Any]:
     if row is None:
         raise NotFoundError(f"lease {lease_id!r} does not exist", what="lease", key=lease_id)
     return row
+
+
+def _runs(slots: list[int]) -> list[tuple[int, int]]:
+    """Sorted slot numbers as ranges [lo, hi)."""
+    runs: list[tuple[int, int]] = []
+    for slot in slots:
+        if runs and runs[-1][1] == slot:
+            runs[-1] = (runs[-1][0], slot + 1)
+        else:
+            runs.append((slot, slot + 1))
+    return runs
+
+
+async def used_slots(conn: AsyncConnection, lease: Row[Any]) -> list[int]:
+    """Slots of a lease whose newest record (from its own gateway) is not a release: reserved, in doubt or confirmed."""
+    rows = await conn.execute(
+        select(records.c.slot, records.c.kind)
+        .where(records.c.lease_id == lease.lease_id, records.c.gw == lease.gw)
+        .order_by(records.c.seq)
+    )
+    newest = {r.slot: r.kind for r in rows}
+    return sorted(s for s, k in newest.items() if k != RecordKind.RELEASED and lease.slot_lo <= s < lease.slot_hi)
+
+
+async def end(conn: AsyncConnection, lease: Row[Any], state: str, now: int, *, release_seq: int | None = None) -> int:
+    """End an active lease, keeping only its used slots held; return how many slots came back."""
+    used = await used_slots(conn, lease)
+    await conn.execute(delete(slot_holds).where(slot_holds.c.lease_id == lease.lease_id))
+    runs = _runs(used)
+    if runs:
+        await conn.execute(
+            slot_holds.insert(),
+            [{"cert_no": lease.cert_no, "lease_id": lease.lease_id, "lo": lo, "hi": hi} for lo, hi in runs],
+        )
+    await conn.execute(
+        update(leases)
+        .where(leases.c.lease_id == lease.lease_id)
+        .values(state=state, ended_at=now, release_seq=release_seq)
+    )
+    returned = int(lease.slot_hi - lease.slot_lo - len(used))
+    log.info("lease %s %s: %d slots returned to %s, %d kept", lease.lease_id, state, returned, lease.cert_no, len(used))
+    return returned
+
+
+async def expire_due(conn: AsyncConnection, now: int, grace_s: int, cert_no: str | None = None) -> int:
+    """End the active leases past expiry plus the grace for late records; return how many ended."""
+    query = select(leases).where(leases.c.state == LeaseState.ACTIVE, leases.c.exp + grace_s <= now)
+    if cert_no is not None:
+        query = query.where(leases.c.cert_no == cert_no)
+    due = (await conn.execute(query.with_for_update())).all()
+    for lease in due:
+        await end(conn, lease, LeaseState.EXPIRED, now)
+    return len(due)
+
+
+async def stored_seq(conn: AsyncConnection, gw: str) -> int:
+    """The gateway's journal seq the platform has verified and stored."""
+    row = (await conn.execute(select(gateway_heads.c.seq).where(gateway_heads.c.gw == gw))).first()
+    return int(row.seq) if row else 0
+
+
+async def held_ranges(conn: AsyncConnection, lease_ids: set[str]) -> dict[str, list[tuple[int, int]]]:
+    """lease id -> the ranges it still holds."""
+    rows = await conn.execute(
+        select(slot_holds.c.lease_id, slot_holds.c.lo, slot_holds.c.hi).where(slot_holds.c.lease_id.in_(lease_ids))
+    )
+    held: dict[str, list[tuple[int, int]]] = {lid: [] for lid in lease_ids}
+    for r in rows:
+        held[r.lease_id].append((r.lo, r.hi))
+    return held
+
+
+async def issue_as(
+    conn: AsyncConnection,
+    actor: Actor,
+    cert_no: str,
+    gateway: PublicKey,
+    slots: int,
+    *,
+    valid_s: int | None,
+    policy: LeasePolicy,
+    issuer: SigningKey,
+    now: int,
+) -> tuple[Lease, bytes, bytes]:
+    """A factory admin or technician leases slots of one of their certificates to one of their gateways."""
+    actor.require(Role.ADMIN, Role.FACTORY_ADMIN, Role.TECHNICIAN)
+    await certificates.credentials(conn, actor, cert_no)  # NotFoundError unless the actor may see it
+    gw = await gateways.register_as(conn, actor, gateway, "", now)
+    row = await gateways.get(conn, gw)
+    return await issue(conn, cert_no, gateway, row, slots, valid_s=valid_s, policy=policy, issuer=issuer, now=now)
+
+
+async def list_for(conn: AsyncConnection, actor: Actor, cert_no: str) -> list[Row[Any]]:
+    """The leases of a certificate the actor may see."""
+    await certificates.credentials(conn, actor, cert_no)
+    rows = await conn.execute(select(leases).where(leases.c.cert_no == cert_no).order_by(leases.c.issued_at))
+    return list(rows.all())

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from cloud_bridge import anomalies
 from cloud_bridge.anomalies import AnomalyEvent, AnomalyKind
 from cloud_bridge.errors import CloudError
+from cloud_bridge.leases import LeaseState, held_ranges
 from cloud_bridge.store.schema import anomalies as anomaly_table
 from cloud_bridge.store.schema import certificates, confirmations, gateway_heads, leases, records
 from cloud_bridge.verify import VerifiedBatch
@@ -163,11 +164,13 @@ class _Checker:
     def __init__(
         self,
         gw: str,
+        held: dict[str, list[tuple[int, int]]],
         lease_rows: dict[str, Row[Any]],
         slots: dict[tuple[str, int], str],
         sns: dict[tuple[str, str], tuple[str, int]],
     ) -> None:
         self.gw = gw
+        self.held = held  # lease -> ranges it still holds, for leases that ended and returned slots
         self.leases = lease_rows
         self.slots = slots  # (lease, slot) -> sn already confirmed
         self.sns = sns  # (cert, sn) -> (lease, slot) already confirmed
@@ -177,7 +180,7 @@ class _Checker:
     @classmethod
     async def load(cls, conn: AsyncConnection, gw: str, confirmed: list[Record]) -> _Checker:
         if not confirmed:
-            return cls(gw, {}, {}, {})
+            return cls(gw, {}, {}, {}, {})
         lease_ids = {r.lease_id for r in confirmed}
         lease_rows = await conn.execute(
             select(leases, certificates.c.original_pid, certificates.c.new_pid)
@@ -185,6 +188,8 @@ class _Checker:
             .where(leases.c.lease_id.in_(lease_ids))
         )
         by_id = {r.lease_id: r for r in lease_rows}
+        ended = {r.lease_id for r in by_id.values() if r.state in LeaseState.ENDED_WITH_RETURN}
+        held = await held_ranges(conn, ended) if ended else {}
         pairs = [(r.lease_id, r.slot) for r in confirmed]
         slot_rows = await conn.execute(
             select(confirmations.c.lease_id, confirmations.c.slot, confirmations.c.sn).where(
@@ -199,6 +204,7 @@ class _Checker:
         )
         return cls(
             gw,
+            held,
             by_id,
             {(r.lease_id, r.slot): r.sn for r in slot_rows},
             {(r.cert_no, r.sn): (r.lease_id, r.slot) for r in sn_rows},
@@ -253,6 +259,11 @@ class _Checker:
             return AnomalyKind.FOREIGN_LEASE, f"{where} uses a lease issued to gateway {lease.gw}"
         if not lease.slot_lo <= rec.slot < lease.slot_hi:
             return AnomalyKind.SLOT_OUTSIDE_LEASE, f"{where}: the lease holds slots [{lease.slot_lo}, {lease.slot_hi})"
+        if lease.lease_id in self.held and not any(lo <= rec.slot < hi for lo, hi in self.held[lease.lease_id]):
+            return (
+                AnomalyKind.RETURNED_SLOT,
+                f"{where}: the lease {lease.state} and this slot went back to the certificate",
+            )
         if (rec.old_pid, rec.new_pid) != (lease.original_pid, lease.new_pid):
             return (
                 AnomalyKind.PID_MISMATCH,

@@ -5,29 +5,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cloud_bridge import certificates, gateways, issuer, leases, ledger
+from cloud_bridge import accounts, activation, certificates, gateways, issuer, leases, ledger, requests
+from cloud_bridge.accounts import Actor
 from cloud_bridge.anomalies import AnomalyEvent, AnomalyKind
 from cloud_bridge.anomalies import store as store_anomaly
+from cloud_bridge.leases import LeasePolicy
 from cloud_bridge.ledger import Outcome
 from cloud_bridge.store.engine import create_engine, migrate, sqlite_url
 from cloud_bridge.store.schema import confirmations, issuer_keys
 from cloud_bridge.verify import BatchRejectedError, parse_batch, verify_batch
 from wire.keys import PublicKey, SigningKey
+from wire.lease_request import LeaseAnswer, ReleaseAnswer
 from wire.tokens import Ack, Certificate, Lease, sign
 from wire.topics import CertProgressPayload
 
 log = logging.getLogger(__name__)
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
 DB_FILE = "platform.db"
 DEFAULT_CERT_VALID_S = 30 * 86400
-DEFAULT_LEASE_VALID_S = 86400
+DEFAULT_LEASE_VALID_S = LeasePolicy.valid_s
 
 
 @dataclass(frozen=True)
@@ -47,14 +54,27 @@ class IngestResult:
 class Platform:
     """The platform's state and operations; every method is one database transaction."""
 
-    def __init__(self, engine: AsyncEngine, issuer_key: SigningKey, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        issuer_key: SigningKey,
+        *,
+        clock: Callable[[], float] = time.time,
+        policy: LeasePolicy | None = None,
+    ) -> None:
         self.engine = engine
         self.issuer = issuer_key
+        self.policy = policy or LeasePolicy()
         self._clock = clock
 
     @classmethod
     async def open(
-        cls, data_dir: Path, *, db_url: str | None = None, clock: Callable[[], float] = time.time
+        cls,
+        data_dir: Path,
+        *,
+        db_url: str | None = None,
+        clock: Callable[[], float] = time.time,
+        policy: LeasePolicy | None = None,
     ) -> Platform:
         """Open (creating on first use) the data dir, issuer key and database, migrated to the newest schema."""
         key = await asyncio.to_thread(issuer.load_or_create, data_dir)
@@ -62,7 +82,7 @@ class Platform:
         await migrate(url)
         engine = create_engine(url)
         try:
-            platform = cls(engine, key, clock=clock)
+            platform = cls(engine, key, clock=clock, policy=policy)
             await platform._pin_issuer_key()
         except BaseException:
             await engine.dispose()
@@ -76,6 +96,13 @@ class Platform:
     def now(self) -> int:
         """The platform's clock, in whole seconds."""
         return int(self._clock())
+
+    async def run(
+        self, op: Callable[Concatenate[AsyncConnection, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run one operation (a store function taking the connection first) in one transaction."""
+        async with self.engine.begin() as conn:
+            return await op(conn, *args, **kwargs)
 
     async def _pin_issuer_key(self) -> None:
         kid = self.issuer.kid.hex()
@@ -125,15 +152,49 @@ class Platform:
             await gateways.revoke(conn, gw, self.now())
 
     async def issue_lease(
-        self, cert_no: str, gateway: PublicKey, slots: int, *, valid_s: int = DEFAULT_LEASE_VALID_S
+        self, cert_no: str, gateway: PublicKey, slots: int, *, valid_s: int | None = None
     ) -> tuple[Lease, bytes, bytes]:
         """Lease up to `slots` free slots of a certificate to a gateway; return (lease, token, bundle bytes)."""
         async with self.engine.begin() as conn:
             gw = await gateways.register(conn, gateway, "", self.now())
             row = await gateways.get(conn, gw)
             return await leases.issue(
-                conn, cert_no, gateway, row, slots, valid_s=valid_s, issuer=self.issuer, now=self.now()
+                conn,
+                cert_no,
+                gateway,
+                row,
+                slots,
+                valid_s=valid_s,
+                policy=self.policy,
+                issuer=self.issuer,
+                now=self.now(),
             )
+
+    async def answer_lease(self, gw: str, payload: bytes) -> LeaseAnswer:
+        """Answer a gateway's `req/lease` payload."""
+        return await self.run(
+            requests.answer_lease, gw, payload, policy=self.policy, issuer=self.issuer, now=self.now()
+        )
+
+    async def answer_release(self, gw: str, payload: bytes) -> ReleaseAnswer:
+        """Answer a gateway's `req/release` payload."""
+        return await self.run(requests.answer_release, gw, payload, now=self.now())
+
+    async def expire_leases(self) -> int:
+        """End leases past expiry plus the grace for late records; return how many ended."""
+        return await self.run(leases.expire_due, self.now(), self.policy.return_grace_s)
+
+    async def activate(self, sn: str, pid: str, receipt: bytes) -> activation.Activation:
+        """A device in the field presents its receipt; each (lease, slot) activates once."""
+        return await self.run(activation.activate, sn, pid, receipt, self.now())
+
+    async def authenticate(self, api_key: str | None) -> Actor:
+        """The account an API key belongs to."""
+        return await self.run(accounts.authenticate, api_key)
+
+    async def bootstrap_admin(self) -> str | None:
+        """On a platform with no accounts, create a first admin and return its API key (else None)."""
+        return await self.run(accounts.bootstrap_admin, self.now())
 
     async def confirmed_count(self, cert_no: str) -> int:
         """Distinct (lease, slot) confirmed by verified records of this certificate."""

@@ -1,4 +1,4 @@
-"""The MQTT worker: takes gateways' record batches off the broker, ingests them, publishes signed acks.
+"""The MQTT worker: ingests gateways' record batches, publishes signed acks, answers lease and release requests.
 
 Workers keep no state of their own, so several can share one MQTT 5 shared subscription (`$share/GROUP/...`)
 in front of one database; the compare-and-set on each gateway's head keeps the ledger right whoever ingests.
@@ -14,11 +14,14 @@ import ssl
 
 import aiomqtt
 from aiomqtt import ProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from sqlalchemy.exc import SQLAlchemyError
 
 from cloud_bridge.errors import CloudError
 from cloud_bridge.platform import IngestResult, Platform
 from wire import topics
+from wire.lease_request import LEASE_OP, RELEASE_OP, AnswerCode, LeaseAnswer, ReleaseAnswer
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,7 @@ DISCONNECT_TIMEOUT_S = 1.0
 RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 30.0
 KEEPALIVE_S = 30
+LEASE_SWEEP_S = 60.0
 
 
 def _reraise_cancellation(exc: BaseException) -> None:
@@ -47,6 +51,16 @@ async def _disconnect(client: aiomqtt.Client) -> None:
         log.debug("MQTT disconnect did not finish cleanly (%s)", exc)
 
 
+def _reply_properties(message: aiomqtt.Message) -> Properties | None:
+    # Echo MQTT 5 correlation data, so a requester can match answers without parsing them.
+    correlation = getattr(message.properties, "CorrelationData", None) if message.properties else None
+    if correlation is None:
+        return None
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.CorrelationData = correlation
+    return props
+
+
 class IngestWorker:
     """Subscribes to every gateway's `records` topic, ingests each batch and publishes the outcome."""
 
@@ -62,6 +76,7 @@ class IngestWorker:
         tls_context: ssl.SSLContext | None = None,
         reconnect_min_s: float = RECONNECT_MIN_S,
         reconnect_max_s: float = RECONNECT_MAX_S,
+        sweep_s: float = LEASE_SWEEP_S,
     ) -> None:
         self.platform = platform
         self.host = host
@@ -71,6 +86,7 @@ class IngestWorker:
         self._password = password
         self._tls = tls_context
         self._reconnect = (reconnect_min_s, reconnect_max_s)
+        self.sweep_s = sweep_s
         self.client_id = f"rebadge-cloud-{secrets.token_hex(4)}"
         self.ready = asyncio.Event()  # set while connected and subscribed
         self.lost = asyncio.Event()  # set when a connection ends, until the next one is ready
@@ -81,7 +97,23 @@ class IngestWorker:
         return f"$share/{self.shared_group}/{topic}" if self.shared_group else topic
 
     async def run(self) -> None:
-        """Connect, subscribe and ingest until cancelled, reconnecting with capped, jittered backoff."""
+        """Ingest and answer requests until cancelled; also end expired leases every `sweep_s`."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._connection_loop(), name="cloud-worker-mqtt")
+            tasks.create_task(self._sweep_loop(), name="cloud-worker-sweep")
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            try:
+                ended = await self.platform.expire_leases()
+            except (SQLAlchemyError, OSError):
+                log.exception("could not end expired leases; trying again in %.0fs", self.sweep_s)
+            else:
+                if ended:
+                    log.info("ended %d expired leases; their unused slots are free again", ended)
+            await asyncio.sleep(self.sweep_s)
+
+    async def _connection_loop(self) -> None:
         delay = self._reconnect[0]
         while True:
             try:
@@ -114,8 +146,9 @@ class IngestWorker:
         client = self._client()
         await client.__aenter__()
         try:
-            await client.subscribe(self.subscription(topics.ALL_RECORDS), qos=1, timeout=CONNECT_TIMEOUT_S)
-            log.info("worker %s subscribed to %s on %s:%d", self.client_id, topics.ALL_RECORDS, self.host, self.port)
+            for topic in (topics.ALL_RECORDS, topics.ALL_REQUESTS):
+                await client.subscribe(self.subscription(topic), qos=1, timeout=CONNECT_TIMEOUT_S)
+            log.info("worker %s subscribed on %s:%d", self.client_id, self.host, self.port)
             self.lost.clear()
             self.ready.set()
             async for message in client.messages:
@@ -130,14 +163,41 @@ class IngestWorker:
         except ValueError:
             log.warning("ignoring a message on unexpected topic %s", message.topic.value)
             return
-        payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+        payload = bytes(message.payload) if isinstance(message.payload, bytes | bytearray) else b""
+        if message.topic.matches(topics.ALL_REQUESTS):
+            await self._answer(client, message, gw, payload)
+            return
         try:
-            result = await self.platform.ingest(bytes(payload), topic_gw=gw)
+            result = await self.platform.ingest(payload, topic_gw=gw)
         except (SQLAlchemyError, CloudError, OSError):
             # The database is down or busy: nothing was applied and nothing is acked, so the gateway resends.
             log.exception("could not ingest a batch from gateway %s; it will be resent", gw)
             return
         await self._publish(client, result)
+
+    async def _answer(self, client: aiomqtt.Client, message: aiomqtt.Message, gw: str, payload: bytes) -> None:
+        op = message.topic.value.rsplit("/", 1)[-1]
+        answer: LeaseAnswer | ReleaseAnswer
+        try:
+            if op == LEASE_OP:
+                answer = await self.platform.answer_lease(gw, payload)
+            elif op == RELEASE_OP:
+                answer = await self.platform.answer_release(gw, payload)
+            else:
+                log.info("gateway %s asked for unknown operation %r; ignored", gw, op)
+                return
+        except (SQLAlchemyError, OSError):
+            log.exception("could not answer %s request of gateway %s", op, gw)
+            answer = (LeaseAnswer if op == LEASE_OP else ReleaseAnswer)(
+                id="", code=AnswerCode.ERROR, message="the platform could not answer now; send the request again"
+            )
+        await client.publish(
+            topics.response(gw, op),
+            answer.to_cbor(),
+            qos=1,
+            properties=_reply_properties(message),
+            timeout=PUBLISH_TIMEOUT_S,
+        )
 
     async def _publish(self, client: aiomqtt.Client, result: IngestResult) -> None:
         if result.ack is not None and result.gw is not None:

@@ -28,8 +28,9 @@ T0 = 1_800_000_000
 class Journal:
     """A gateway's hash-chained journal, built in the test with the gateway's real key."""
 
-    def __init__(self, key: SigningKey | None = None) -> None:
+    def __init__(self, key: SigningKey | None = None, *, old_pid: str = OLD_PID) -> None:
         self.key = key or SigningKey.generate()
+        self.old_pid = old_pid
         self.gw = self.key.kid.hex()
         self.records: list[Record] = []
 
@@ -45,7 +46,7 @@ class Journal:
         sn: str,
         kind: RecordKind = RecordKind.CONFIRMED,
         *,
-        old_pid: str = OLD_PID,
+        old_pid: str | None = None,
         new_pid: str = NEW_PID,
     ) -> Record:
         """Append one record linked to the head."""
@@ -57,7 +58,7 @@ class Journal:
             lease_id=lease_id,
             slot=slot,
             sn=sn,
-            old_pid=old_pid,
+            old_pid=old_pid or self.old_pid,
             new_pid=new_pid,
             radio="wifi",
             at=T0 + len(self.records),

@@ -1,0 +1,189 @@
+"""Organisations, accounts and roles; API keys are random and stored only as their SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Row, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cloud_bridge.errors import (
+    AuthenticationError,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from cloud_bridge.store.schema import accounts, organisations
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "rbk_"
+KEY_RANDOM_BYTES = 32
+SHOWN_KEY_CHARS = 12
+PLATFORM_ORG = "platform"
+
+
+class Role(StrEnum):
+    """What an account may do; the first two are platform staff."""
+
+    ADMIN = "admin"
+    AUDITOR = "auditor"
+    FACTORY_ADMIN = "factory_admin"
+    TECHNICIAN = "technician"
+    CUSTOMER = "customer"  # a brand owner: sees the certificates that give goods its PIDs
+    BUYER = "buyer"
+
+
+class OrgKind(StrEnum):
+    """Who an organisation is."""
+
+    PLATFORM = "platform"
+    FACTORY = "factory"
+    BRAND = "brand"
+
+
+ROLES_OF_KIND = {
+    OrgKind.PLATFORM: {Role.ADMIN, Role.AUDITOR},
+    OrgKind.FACTORY: {Role.FACTORY_ADMIN, Role.TECHNICIAN, Role.BUYER},
+    OrgKind.BRAND: {Role.CUSTOMER, Role.BUYER},
+}
+# Which roles an account may create, inside its own organisation (admins: anywhere).
+MAY_CREATE = {
+    Role.FACTORY_ADMIN: {Role.TECHNICIAN, Role.BUYER, Role.FACTORY_ADMIN},
+    Role.CUSTOMER: {Role.BUYER, Role.CUSTOMER},
+}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is asking: an account's role and organisation (org None: the platform itself, e.g. the CLI)."""
+
+    role: Role
+    org_id: int | None
+    account_id: int | None = None
+    name: str = "platform"
+
+    @property
+    def platform_staff(self) -> bool:
+        """Admins and auditors see every organisation's data."""
+        return self.role in (Role.ADMIN, Role.AUDITOR)
+
+    def require(self, *roles: Role) -> None:
+        """Refuse unless the actor has one of `roles`."""
+        if self.role not in roles:
+            allowed = ", ".join(r.value for r in roles)
+            raise PermissionDeniedError(f"role {self.role.value} may not do this; it needs one of: {allowed}")
+
+
+SYSTEM = Actor(Role.ADMIN, None)
+
+
+def key_hash(api_key: str) -> bytes:
+    """How an API key is stored: its SHA-256 (the key is 256 random bits, so no slow hash is needed)."""
+    return hashlib.sha256(api_key.encode()).digest()
+
+
+def new_api_key() -> str:
+    """A fresh API key."""
+    return KEY_PREFIX + secrets.token_urlsafe(KEY_RANDOM_BYTES)
+
+
+async def create_org(conn: AsyncConnection, actor: Actor, name: str, kind: OrgKind, now: int) -> int:
+    """Create an organisation (admins only); return its id."""
+    actor.require(Role.ADMIN)
+    if not 1 <= len(name) <= 128:
+        raise InvalidRequestError(f"organisation name {name!r} must be 1 to 128 characters", field="name")
+    try:
+        async with conn.begin_nested():
+            result = await conn.execute(
+                organisations.insert().values(name=name, kind=kind.value, created_at=now).returning(organisations.c.id)
+            )
+    except IntegrityError as exc:
+        raise ConflictError(f"an organisation named {name!r} exists already; choose another name") from exc
+    return int(result.scalar_one())
+
+
+async def get_org(conn: AsyncConnection, org_id: int) -> Row[Any]:
+    """The organisation row; NotFoundError names the id."""
+    row = (await conn.execute(select(organisations).where(organisations.c.id == org_id))).first()
+    if row is None:
+        raise NotFoundError(f"organisation {org_id} does not exist", what="organisation", key=str(org_id))
+    return row
+
+
+async def list_orgs(conn: AsyncConnection, actor: Actor) -> list[Row[Any]]:
+    """Every organisation (staff), or the actor's own."""
+    query = select(organisations).order_by(organisations.c.id)
+    if not actor.platform_staff:
+        query = query.where(organisations.c.id == actor.org_id)
+    return list((await conn.execute(query)).all())
+
+
+async def create_account(
+    conn: AsyncConnection, actor: Actor, org_id: int, name: str, role: Role, now: int
+) -> tuple[int, str]:
+    """Create an account; return its id and its API key (shown this once, stored hashed)."""
+    if actor.role != Role.ADMIN and (actor.org_id != org_id or role not in MAY_CREATE.get(actor.role, set())):
+        raise PermissionDeniedError(f"role {actor.role.value} may not create a {role.value} account here")
+    org = await get_org(conn, org_id)
+    if role not in ROLES_OF_KIND[OrgKind(org.kind)]:
+        raise InvalidRequestError(
+            f"role {role.value} does not belong in a {org.kind} organisation; "
+            f"use one of: {', '.join(sorted(r.value for r in ROLES_OF_KIND[OrgKind(org.kind)]))}",
+            field="role",
+        )
+    if not 1 <= len(name) <= 128:
+        raise InvalidRequestError(f"account name {name!r} must be 1 to 128 characters", field="name")
+    api_key = new_api_key()
+    result = await conn.execute(
+        accounts.insert()
+        .values(
+            org_id=org_id,
+            name=name,
+            role=role.value,
+            key_hash=key_hash(api_key),
+            key_prefix=api_key[:SHOWN_KEY_CHARS],
+            disabled=False,
+            created_at=now,
+        )
+        .returning(accounts.c.id)
+    )
+    account_id = int(result.scalar_one())
+    log.info("account %d (%s, %s) created in organisation %d", account_id, name, role.value, org_id)
+    return account_id, api_key
+
+
+async def list_accounts(conn: AsyncConnection, actor: Actor) -> list[Row[Any]]:
+    """Accounts the actor may see: all for admins, their organisation's for organisation admins."""
+    actor.require(Role.ADMIN, Role.FACTORY_ADMIN, Role.CUSTOMER)
+    query = select(accounts).order_by(accounts.c.id)
+    if actor.role != Role.ADMIN:
+        query = query.where(accounts.c.org_id == actor.org_id)
+    return list((await conn.execute(query)).all())
+
+
+async def authenticate(conn: AsyncConnection, api_key: str | None) -> Actor:
+    """The actor an API key belongs to; AuthenticationError when it matches no active account."""
+    if not api_key:
+        raise AuthenticationError("no API key: send it in the X-API-Key header")
+    row = (await conn.execute(select(accounts).where(accounts.c.key_hash == key_hash(api_key)))).first()
+    if row is None or row.disabled:
+        raise AuthenticationError("this API key matches no active account; ask an administrator for a new one")
+    return Actor(Role(row.role), int(row.org_id), int(row.id), str(row.name))
+
+
+async def bootstrap_admin(conn: AsyncConnection, now: int) -> str | None:
+    """On a platform with no accounts, create the platform organisation and a first admin; return its key."""
+    if (await conn.execute(select(func.count()).select_from(accounts))).scalar_one() > 0:
+        return None
+    org = (await conn.execute(select(organisations.c.id).where(organisations.c.name == PLATFORM_ORG))).first()
+    org_id = org.id if org else await create_org(conn, SYSTEM, PLATFORM_ORG, OrgKind.PLATFORM, now)
+    _, api_key = await create_account(conn, SYSTEM, org_id, "first admin", Role.ADMIN, now)
+    return api_key

@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI) for people and tools; OpenAPI at /openapi.json."""

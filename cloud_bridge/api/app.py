@@ -1,0 +1,104 @@
+"""The FastAPI application: authentication by API key, errors as problems, a body size limit, the routers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cloud_bridge.api import routes
+from cloud_bridge.api.deps import API_KEY_HEADER
+from cloud_bridge.errors import (
+    AuthenticationError,
+    CloudError,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from cloud_bridge.platform import Platform
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+STATUS_OF: list[tuple[type[CloudError], int]] = [
+    (AuthenticationError, 401),
+    (PermissionDeniedError, 403),
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (InvalidRequestError, 422),
+]
+
+
+async def _cloud_error(_request: Request, exc: Exception) -> JSONResponse:
+    status = next((code for cls, code in STATUS_OF if isinstance(exc, cls)), 400)
+    body: dict[str, Any] = {"detail": str(exc)}
+    if isinstance(exc, InvalidRequestError):
+        body["field"] = exc.field
+    headers = {"WWW-Authenticate": API_KEY_HEADER} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413, whether or not they declare their length."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._too_large(send)
+            return
+        seen = 0
+
+        async def counting() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLargeError
+            return message
+
+        try:
+            await self.app(scope, counting, send)
+        except _TooLargeError:
+            await self._too_large(send)
+
+    async def _too_large(self, send: Send) -> None:
+        body = b'{"detail":"request body is over the 65536-byte limit"}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLargeError(Exception):
+    pass
+
+
+def create_app(platform: Platform) -> FastAPI:
+    """The HTTP API for one platform."""
+    app = FastAPI(
+        title="rebadge platform",
+        version="1",
+        description="Replacement certificates, leases, gateways, anomalies and activation. "
+        f"Authenticate with the {API_KEY_HEADER} header.",
+    )
+    app.state.platform = platform
+    app.add_exception_handler(CloudError, _cloud_error)
+    app.add_middleware(BodyLimit)
+    for router in routes.ROUTERS:
+        app.include_router(router, prefix="/v1")
+    return app

@@ -1,0 +1,196 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cloud_bridge.accounts import OrgKind, Role
+from cloud_bridge.activation import Verdict
+from cloud_bridge.anomalies import AnomalyKind
+from cloud_bridge.certificates import PROTOCOLS
+from cloud_bridge.products import Stage
+
+PID_PATTERN = r"^([0-9a-z]{8}|[0-9a-z]{16})$"
+HEX_KEY_PATTERN = r"^[0-9a-fA-F]{64}$"
+B64_PATTERN = r"^[A-Za-z0-9+/=_-]*$"
+
+
+class Body(BaseModel):
+    """A request body: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Out(BaseModel):
+    """A response body."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+class Problem(Out):
+    """An error: what went wrong and, when known, which field."""
+
+    detail: str
+    field: str | None = None
+
+
+class OrgIn(Body):
+    name: str = Field(min_length=1, max_length=128)
+    kind: OrgKind
+
+
+class OrgOut(Out):
+    id: int
+    name: str
+    kind: OrgKind
+
+
+class AccountIn(Body):
+    org_id: int = Field(ge=1, le=2**31 - 1)
+    name: str = Field(min_length=1, max_length=128)
+    role: Role
+
+
+class AccountCreated(Out):
+    id: int
+    api_key: str = Field(description="Shown this once; the platform keeps only its hash.")
+
+
+class AccountOut(Out):
+    id: int
+    org_id: int
+    name: str
+    role: Role
+    key_prefix: str
+    disabled: bool
+
+
+class Me(Out):
+    account_id: int | None
+    org_id: int | None
+    name: str
+    role: Role
+
+
+class ProductIn(Body):
+    pid: str = Field(pattern=PID_PATTERN)
+    name: str = Field(min_length=1, max_length=128)
+    org_id: int | None = Field(default=None, ge=1, le=2**31 - 1, description="Admins only: the owner.")
+
+
+class StageIn(Body):
+    stage: Stage
+
+
+class ProductOut(Out):
+    pid: str
+    org_id: int
+    name: str
+    stage: Stage
+
+
+class ApplicationIn(Body):
+    original_pid: str = Field(pattern=PID_PATTERN)
+    new_pid: str = Field(pattern=PID_PATTERN)
+    quantity: int = Field(ge=1, le=10_000_000)
+    reason: str = Field(min_length=1, max_length=1000)
+    protocols: list[str] = Field(default=["wifi"], min_length=1, max_length=len(PROTOCOLS))
+    valid_days: int = Field(default=30, ge=1, le=366)
+
+
+class AuditIn(Body):
+    approve: bool
+    comment: str = Field(default="", max_length=1000)
+
+
+class RevokeIn(Body):
+    comment: str = Field(min_length=1, max_length=1000)
+
+
+class CertificateOut(Out):
+    """One line of the credential list."""
+
+    cert_no: str
+    original_pid: str
+    new_pid: str
+    replaced: int = Field(description="Confirmed by verified gateway records.")
+    activated: int
+    quantity: int
+    status: str
+    applicant: str
+    factory: str
+    reason: str
+    audit_comment: str
+    nbf: int | None
+    exp: int | None
+    token: str | None = Field(default=None, description="The signed certificate, base64, once approved.")
+
+
+class LeaseIn(Body):
+    gateway_key: str = Field(pattern=HEX_KEY_PATTERN, description="The gateway's Ed25519 public key, hex.")
+    slots: int = Field(ge=1, le=10_000_000)
+    valid_s: int | None = Field(default=None, ge=60, le=366 * 86400)
+
+
+class LeaseOut(Out):
+    lease_id: str
+    cert_no: str
+    gw: str
+    slot_lo: int
+    slot_hi: int
+    exp: int
+    state: str
+
+
+class LeaseIssued(LeaseOut):
+    bundle: str = Field(description="The lease file (base64): load it with `rebadge agent load-lease FILE`.")
+
+
+class ReleaseIn(Body):
+    release: str = Field(min_length=1, max_length=4096, pattern=B64_PATTERN, description="Signed release, base64.")
+
+
+class ReleaseOut(Out):
+    code: str
+    message: str
+    returned: int
+
+
+class GatewayIn(Body):
+    public_key: str = Field(pattern=HEX_KEY_PATTERN)
+    name: str = Field(default="", max_length=128)
+
+
+class GatewayOut(Out):
+    gw: str
+    name: str
+    public_key: str
+    revoked: bool
+    acked_seq: int
+
+
+class AnomalyOut(Out):
+    id: int
+    kind: AnomalyKind
+    message: str
+    at: int
+    gw: str | None
+    seq: int | None
+    cert_no: str | None
+    lease_id: str | None
+    slot: int | None
+    sn: str | None
+
+
+class ActivationIn(Body):
+    sn: str = Field(min_length=4, max_length=28)
+    pid: str = Field(pattern=PID_PATTERN)
+    receipt: str = Field(min_length=1, max_length=4096, pattern=B64_PATTERN, description="The grant, base64.")
+
+
+class ActivationOut(Out):
+    verdict: Verdict
+    message: str
+    cert_no: str | None
+    lease_id: str | None
+    slot: int | None

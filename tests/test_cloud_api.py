@@ -1,0 +1,302 @@
+"""The HTTP API: the seed's certificate flow end to end, and every endpoint against every role."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from cloud_bridge.api.app import create_app
+from cloud_bridge.platform import Platform
+from tests.test_cloud_helpers import (  # noqa: F401  (fixtures)
+    NEW_PID,
+    OLD_PID,
+    Journal,
+    fixture_db_url,
+    fixture_pg_database,
+    fixture_pg_run,
+    fixture_platform,
+)
+from wire.keys import KeyRing, SigningKey, kid_of
+from wire.lease_request import Release
+from wire.tokens import Certificate, sign, verify
+
+ROLES = ("anonymous", "admin", "auditor", "factory_admin", "technician", "customer", "buyer")
+_unique = itertools.count(1)
+
+
+def pid(n: int | None = None) -> str:
+    """A fresh 8-character PID."""
+    return f"p{n if n is not None else next(_unique):07d}"
+
+
+@dataclass
+class World:
+    """Two factories, a brand and the platform's staff, each with an API key; one approved certificate."""
+
+    client: httpx.AsyncClient
+    app: FastAPI
+    keys: dict[str, str] = field(default_factory=dict)
+    org: dict[str, int] = field(default_factory=dict)
+    cert_no: str = ""
+    cert_pid: str = ""
+    gateway: SigningKey = field(default_factory=SigningKey.generate)
+    lease_id: str = ""
+
+    def h(self, role: str) -> dict[str, str]:
+        return {"X-API-Key": self.keys[role]} if role in self.keys else {}
+
+    async def call(self, role: str, method: str, path: str, body: Any = None) -> httpx.Response:
+        return await self.client.request(method, "/v1" + path, json=body, headers=self.h(role))
+
+    async def ok(self, role: str, method: str, path: str, body: Any = None) -> Any:
+        r = await self.call(role, method, path, body)
+        assert r.status_code < 300, (method, path, r.status_code, r.text)
+        return r.json()
+
+    async def account(self, org: str, role: str, as_role: str = "admin") -> str:
+        made = await self.ok(as_role, "POST", "/accounts", {"org_id": self.org[org], "name": role, "role": role})
+        return str(made["api_key"])
+
+    async def product(self, role: str = "factory_admin", stage: str = "trial") -> str:
+        p = pid()
+        await self.ok(role, "POST", "/products", {"pid": p, "name": "lamp"})
+        if stage != "development":
+            await self.ok(role, "POST", f"/products/{p}/stage", {"stage": "trial"})
+        return p
+
+    async def application(self, original: str | None = None, new: str = NEW_PID) -> str:
+        body = {"original_pid": original or await self.product(), "new_pid": new, "quantity": 10, "reason": "stock"}
+        return str((await self.ok("factory_admin", "POST", "/certificates", body))["cert_no"])
+
+    async def approved(self) -> str:
+        cert_no = await self.application()
+        await self.ok("auditor", "POST", f"/certificates/{cert_no}/audit", {"approve": True})
+        return cert_no
+
+
+@pytest.fixture
+async def world(platform: Platform) -> AsyncIterator[World]:
+    admin_key = await platform.bootstrap_admin()
+    assert admin_key is not None
+    assert await platform.bootstrap_admin() is None  # only on an empty platform
+    app = create_app(platform)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        w = World(c, app, keys={"admin": admin_key})
+        for name, kind in (("factory", "factory"), ("brand", "brand"), ("rival", "factory")):
+            w.org[name] = (await w.ok("admin", "POST", "/orgs", {"name": name, "kind": kind}))["id"]
+        w.org["platform"] = (await w.ok("admin", "GET", "/me"))["org_id"]
+        w.keys["auditor"] = await w.account("platform", "auditor")
+        w.keys["factory_admin"] = await w.account("factory", "factory_admin")
+        w.keys["technician"] = await w.account("factory", "technician", as_role="factory_admin")
+        w.keys["buyer"] = await w.account("factory", "buyer", as_role="factory_admin")
+        w.keys["customer"] = await w.account("brand", "customer")
+        w.keys["rival"] = await w.account("rival", "factory_admin")
+        await w.ok("customer", "POST", "/products", {"pid": NEW_PID, "name": "brand lamp"})
+        w.cert_no = await w.approved()
+        w.cert_pid = (await w.ok("admin", "GET", f"/certificates/{w.cert_no}"))["original_pid"]
+        lease = await w.ok(
+            "technician", "POST", f"/certificates/{w.cert_no}/leases",
+            {"gateway_key": w.gateway.public.raw.hex(), "slots": 3},
+        )  # fmt: skip
+        w.lease_id = lease["lease_id"]
+        yield w
+
+
+async def test_certificate_flow_as_the_seed_describes(world: World, platform: Platform) -> None:
+    w = world
+    dev = await w.product(stage="development")
+    refused = await w.call("factory_admin", "POST", "/certificates",
+                           {"original_pid": dev, "new_pid": NEW_PID, "quantity": 5, "reason": "r"})  # fmt: skip
+    assert refused.status_code == 409
+    assert "trial or mass production" in refused.json()["detail"]
+    cert_no = await w.application()
+    listed = {c["cert_no"]: c for c in await w.ok("factory_admin", "GET", "/certificates")}
+    assert listed[cert_no]["status"] == "pending"
+    assert listed[cert_no]["applicant"] == "factory_admin"
+    assert (listed[cert_no]["replaced"], listed[cert_no]["quantity"]) == (0, 10)
+    rejected = await w.call("auditor", "POST", f"/certificates/{cert_no}/audit", {"approve": False})
+    assert rejected.status_code == 422
+    assert rejected.json()["field"] == "comment"
+    done = await w.ok("auditor", "POST", f"/certificates/{cert_no}/audit", {"approve": True, "comment": "fine"})
+    cert = verify(base64.b64decode(done["token"]), Certificate, KeyRing([platform.issuer.public]))
+    assert (cert.cert_no, cert.original_pid, cert.quantity) == (cert_no, done["original_pid"], 10)
+    assert (await w.call("auditor", "POST", f"/certificates/{cert_no}/audit", {"approve": True})).status_code == 409
+    seen_by_customer = {c["cert_no"] for c in await w.ok("customer", "GET", "/certificates")}
+    assert cert_no in seen_by_customer  # its new PID is the brand's product
+    assert await w.ok("rival", "GET", "/certificates") == []
+    assert (await w.call("rival", "GET", f"/certificates/{cert_no}")).status_code == 404
+    await w.ok("auditor", "POST", f"/certificates/{cert_no}/revoke", {"comment": "recalled"})
+    refused_lease = await w.call("technician", "POST", f"/certificates/{cert_no}/leases",
+                                 {"gateway_key": w.gateway.public.raw.hex(), "slots": 1})  # fmt: skip
+    assert refused_lease.status_code == 409
+
+
+async def test_counts_come_from_verified_records(world: World, platform: Platform) -> None:
+    j = Journal(world.gateway, old_pid=world.cert_pid)
+    j.confirm(world.lease_id, 0, "SN0001")
+    j.confirm(world.lease_id, 1, "SN0002")
+    await platform.ingest(j.batch(), topic_gw=j.gw)
+    cert = await world.ok("factory_admin", "GET", f"/certificates/{world.cert_no}")
+    assert (cert["replaced"], cert["quantity"]) == (2, 10)
+    gws = await world.ok("technician", "GET", "/gateways")
+    assert [(g["gw"], g["acked_seq"]) for g in gws] == [(j.gw, 4)]
+
+
+async def test_bad_input_gets_a_clear_4xx_and_changes_nothing(world: World) -> None:
+    w = world
+    before = await w.ok("admin", "GET", "/certificates")
+    cases = [
+        (await w.client.post("/v1/certificates", content=b"{not json", headers=w.h("factory_admin"))).status_code,
+        (await w.call("factory_admin", "POST", "/certificates", {"original_pid": "NOPE"})).status_code,
+        (await w.call("factory_admin", "POST", "/certificates", {
+            "original_pid": OLD_PID, "new_pid": NEW_PID, "quantity": 1, "reason": "r", "extra": 1})).status_code,
+        (await w.client.post("/v1/certificates", content=b"x" * 70_000, headers=w.h("factory_admin"))).status_code,
+        (await w.call("anonymous", "GET", "/certificates")).status_code,
+        (await w.call("technician", "POST", f"/leases/{w.lease_id}/release", {"release": "!!"})).status_code,
+        (await w.call("technician", "POST", f"/leases/{w.lease_id}/release",
+                      {"release": base64.b64encode(b"\x00" * 40).decode()})).status_code,
+        (await w.call("anonymous", "POST", "/activations", {
+            "sn": "SN0001", "pid": NEW_PID, "receipt": base64.b64encode(b"\xd2\x84").decode()})).status_code,
+    ]  # fmt: skip
+    assert cases == [422, 422, 422, 413, 401, 422, 422, 422]
+    assert await w.ok("admin", "GET", "/certificates") == before
+
+
+async def test_release_over_http_returns_unused_slots(world: World, platform: Platform) -> None:
+    j = Journal(world.gateway, old_pid=world.cert_pid)
+    j.confirm(world.lease_id, 0, "SN0001")
+    release = sign(Release(lease_id=world.lease_id, seq=2, at=0), world.gateway)
+    body = {"release": base64.b64encode(release).decode()}
+    early = await world.ok("technician", "POST", f"/leases/{world.lease_id}/release", body)
+    assert early["code"] == "pending"
+    await platform.ingest(j.batch(), topic_gw=j.gw)
+    done = await world.ok("technician", "POST", f"/leases/{world.lease_id}/release", body)
+    assert (done["code"], done["returned"]) == ("ok", 2)
+    forged = sign(Release(lease_id=world.lease_id, seq=2, at=0), SigningKey.generate())
+    r = await world.call("technician", "POST", f"/leases/{world.lease_id}/release",
+                         {"release": base64.b64encode(forged).decode()})  # fmt: skip
+    assert r.status_code == 422
+    leased = await world.ok("technician", "GET", f"/certificates/{world.cert_no}/leases")
+    assert [x["state"] for x in leased] == ["released"]
+    again = await world.ok("technician", "POST", f"/certificates/{world.cert_no}/leases",
+                           {"gateway_key": world.gateway.public.raw.hex(), "slots": 10})  # fmt: skip
+    assert (again["slot_lo"], again["slot_hi"]) == (1, 10)  # slot 0 stays spent; 1 and 2 came back
+
+
+# ---- the endpoint x role matrix -------------------------------------------------------------------------------
+
+Setup = Callable[[World], Awaitable[tuple[str, Any]]]
+
+
+def fixed(path: str, body: Any = None) -> Setup:
+    async def setup(w: World) -> tuple[str, Any]:
+        return path.format(cert=w.cert_no, lease=w.lease_id, gw=w.gateway.kid.hex()), body
+
+    return setup
+
+
+async def _new_org(w: World) -> tuple[str, Any]:
+    return "/orgs", {"name": f"org{next(_unique)}", "kind": "factory"}
+
+
+async def _new_technician(w: World) -> tuple[str, Any]:
+    return "/accounts", {"org_id": w.org["factory"], "name": "t", "role": "technician"}
+
+
+async def _new_product(w: World) -> tuple[str, Any]:
+    return "/products", {"pid": pid(), "name": "lamp", "org_id": w.org["factory"]}
+
+
+async def _stage(w: World) -> tuple[str, Any]:
+    return f"/products/{await w.product(stage='development')}/stage", {"stage": "trial"}
+
+
+async def _apply(w: World) -> tuple[str, Any]:
+    return "/certificates", {"original_pid": await w.product(), "new_pid": NEW_PID, "quantity": 2, "reason": "r"}
+
+
+async def _audit(w: World) -> tuple[str, Any]:
+    return f"/certificates/{await w.application()}/audit", {"approve": True}
+
+
+async def _revoke(w: World) -> tuple[str, Any]:
+    return f"/certificates/{await w.approved()}/revoke", {"comment": "recalled"}
+
+
+async def _lease(w: World) -> tuple[str, Any]:
+    return f"/certificates/{w.cert_no}/leases", {"gateway_key": w.gateway.public.raw.hex(), "slots": 1}
+
+
+async def _release(w: World) -> tuple[str, Any]:
+    token = sign(Release(lease_id=w.lease_id, seq=0, at=0), w.gateway)
+    return f"/leases/{w.lease_id}/release", {"release": base64.b64encode(token).decode()}
+
+
+async def _register(w: World) -> tuple[str, Any]:
+    return "/gateways", {"public_key": SigningKey.generate().public.raw.hex(), "name": "line 2"}
+
+
+async def _revoke_gateway(w: World) -> tuple[str, Any]:
+    key = SigningKey.generate().public.raw.hex()
+    await w.ok("factory_admin", "POST", "/gateways", {"public_key": key})
+    return f"/gateways/{kid_of(bytes.fromhex(key)).hex()}/revoke", None
+
+
+async def _activation(w: World) -> tuple[str, Any]:
+    return "/activations", {"sn": "SN0001", "pid": NEW_PID, "receipt": base64.b64encode(b"junk").decode()}
+
+
+STAFF = {"admin", "auditor"}
+FACTORY = {"factory_admin", "technician"}
+EVERYONE = set(ROLES) - {"anonymous"}
+MATRIX: list[tuple[str, str, Setup, set[str]]] = [
+    ("GET", "/health", fixed("/health"), set(ROLES)),
+    ("POST", "/activations", _activation, set(ROLES)),
+    ("GET", "/me", fixed("/me"), EVERYONE),
+    ("POST", "/orgs", _new_org, {"admin"}),
+    ("GET", "/orgs", fixed("/orgs"), EVERYONE),
+    ("POST", "/accounts", _new_technician, {"admin", "factory_admin"}),
+    ("GET", "/accounts", fixed("/accounts"), {"admin", "factory_admin", "customer"}),
+    ("POST", "/products", _new_product, {"admin", "factory_admin", "customer"}),
+    ("GET", "/products", fixed("/products"), EVERYONE),
+    ("POST", "/products/{pid}/stage", _stage, {"admin", "factory_admin"}),
+    ("POST", "/certificates", _apply, {"factory_admin"}),
+    ("GET", "/certificates", fixed("/certificates"), STAFF | FACTORY | {"customer"}),
+    ("GET", "/certificates/{cert_no}", fixed("/certificates/{cert}"), STAFF | FACTORY | {"customer"}),
+    ("POST", "/certificates/{cert_no}/audit", _audit, {"auditor"}),
+    ("POST", "/certificates/{cert_no}/revoke", _revoke, STAFF),
+    ("POST", "/certificates/{cert_no}/leases", _lease, {"admin"} | FACTORY),
+    ("GET", "/certificates/{cert_no}/leases", fixed("/certificates/{cert}/leases"), STAFF | FACTORY | {"customer"}),
+    ("POST", "/leases/{lease_id}/release", _release, {"admin"} | FACTORY),
+    ("POST", "/gateways", _register, {"admin"} | FACTORY),
+    ("GET", "/gateways", fixed("/gateways"), STAFF | FACTORY),
+    ("POST", "/gateways/{gw}/revoke", _revoke_gateway, STAFF | {"factory_admin"}),
+    ("GET", "/anomalies", fixed("/anomalies"), STAFF | {"factory_admin"}),
+]
+
+
+async def test_every_endpoint_checks_every_role(world: World) -> None:
+    paths = world.app.openapi()["paths"]
+    routes = {(m.upper(), p.removeprefix("/v1")) for p, ops in paths.items() for m in ops}
+    assert routes == {(m, p) for m, p, _, _ in MATRIX}, "every endpoint must be in the matrix"
+    wrong: list[str] = []
+    for method, template, setup, allowed in MATRIX:
+        for role in ROLES:
+            path, body = await setup(world)
+            status = (await world.call(role, method, path, body)).status_code
+            if role == "anonymous" and role not in allowed:
+                good = status == 401
+            elif role in allowed:
+                good = status not in (401, 403, 404) and status < 500
+            else:
+                good = status in (403, 404)
+            if not good:
+                wrong.append(f"{method} {template} as {role}: {status}")
+    assert wrong == []
