@@ -10,6 +10,8 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from sqlalchemy import func, select
 
 from cloud_bridge.platform import Platform
@@ -19,7 +21,8 @@ from rebadge.broker import PrivateBroker
 from tests.test_cloud_helpers import NEW_PID, OLD_PID, Journal
 from wire import topics
 from wire.keys import KeyRing, SigningKey
-from wire.tokens import Ack, verify
+from wire.lease_request import LEASE_OP, AnswerCode, LeaseRequest, lease_answer_from_cbor
+from wire.tokens import Ack, Lease, decode_bundle, verify
 
 WAIT_S = 5.0
 QUIET_S = 0.3  # how long "nothing happens" is watched for
@@ -204,3 +207,28 @@ async def test_worker_reconnects_after_a_broker_restart(platform: Platform, brok
         async with listening(broker) as heard:
             await publish(broker, j.gw, j.batch())
             assert acked(platform, (await heard.next(topics.ack(j.gw)))[0]).seq == 2
+
+
+async def test_lease_request_over_mqtt_is_answered_with_a_lease_file(platform: Platform, broker: PrivateBroker) -> None:
+    cert, _ = await platform.issue_certificate(factory="F1", original_pid=OLD_PID, new_pid=NEW_PID, quantity=10)
+    gateway = SigningKey.generate()
+    gw = await platform.register_gateway(gateway.public)
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.CorrelationData = b"corr-1"
+    async with (
+        running_worker(platform, broker),
+        aiomqtt.Client(broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V5) as client,
+    ):
+        await client.subscribe(topics.response(gw, LEASE_OP), qos=1)
+        request = LeaseRequest(id="req-1", cert_no=cert.cert_no, slots=4)
+        await client.publish(topics.request(gw, LEASE_OP), request.to_cbor(), qos=1, properties=props)
+        async with asyncio.timeout(WAIT_S):
+            message = await anext(aiter(client.messages))
+    assert isinstance(message.payload, bytes)
+    answer = lease_answer_from_cbor(message.payload)
+    assert (answer.id, answer.code) == ("req-1", AnswerCode.OK)
+    assert answer.bundle is not None
+    lease = verify(decode_bundle(answer.bundle).lease, Lease, KeyRing([platform.issuer.public]))
+    assert (lease.slot_lo, lease.slot_hi, lease.gateway_kid) == (0, 4, gateway.kid)
+    assert message.properties is not None
+    assert getattr(message.properties, "CorrelationData", None) == b"corr-1"
