@@ -191,7 +191,7 @@ class Uplink:
             await asyncio.sleep(delay)
 
     async def _session(self, protocol: aiomqtt.ProtocolVersion, backoff: Backoff) -> None:
-        tls = await asyncio.to_thread(connection.tls_context, self.config)
+        tls = await asyncio.to_thread(connection.tls_context, self.config) if self.config.tls else None
         client = make_client(
             self.config, f"rebadge-gw-{self.gw}", protocol, self._will(), self.timing.mqtt_timeout_s, tls
         )
