@@ -15,6 +15,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cloud_bridge.errors import CloudError
 from cloud_bridge.platform import DEFAULT_CERT_VALID_S, DEFAULT_LEASE_VALID_S, Platform
+from cloud_bridge.service import ServeConfig, signal_event, until_signalled
+from cloud_bridge.service import serve as serve_platform
 from cloud_bridge.store.schema import (
     anomalies,
     certificates,
@@ -193,7 +195,47 @@ async def worker(data_dir: Path, db_url: str | None, mqtt_host: str, mqtt_port: 
 
     async def body(p: Platform) -> None:
         click.echo(f"ingesting from {mqtt_host}:{mqtt_port}; stop with Ctrl-C")
-        await IngestWorker(p, host=mqtt_host, port=mqtt_port, shared_group=shared_group).run()
+        await until_signalled(IngestWorker(p, host=mqtt_host, port=mqtt_port, shared_group=shared_group).run())
+
+    await _with_platform(data_dir, db_url, body)
+
+
+@group.command()
+@data_dir_option
+@db_url_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the HTTP API listens on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option("--mqtt-host", default="127.0.0.1", show_default=True)
+@click.option("--mqtt-port", type=click.IntRange(1, 65535), default=1883, show_default=True)
+@click.option("--no-worker", is_flag=True, help="Serve only the API; run 'rebadge cloud worker' elsewhere.")
+@click.option("--shared-group", default=None, help="Share the ingest load with other workers (MQTT 5 $share).")
+@_run
+async def serve(
+    data_dir: Path,
+    db_url: str | None,
+    host: str,
+    port: int,
+    mqtt_host: str,
+    mqtt_port: int,
+    no_worker: bool,
+    shared_group: str | None,
+) -> None:
+    """Run the HTTP API (OpenAPI at /openapi.json) and the MQTT worker; print a first admin key on a new platform."""
+    config = ServeConfig(
+        host=host,
+        port=port,
+        mqtt_host=None if no_worker else mqtt_host,
+        mqtt_port=mqtt_port,
+        shared_group=shared_group,
+    )
+
+    async def body(p: Platform) -> None:
+        key = await p.bootstrap_admin()
+        if key is not None:
+            click.echo(f"first admin API key (shown once; store it now): {key}")
+        click.echo(f"serving http://{host}:{port} (OpenAPI at /openapi.json); stop with Ctrl-C", nl=True)
+        with signal_event() as stop:
+            await serve_platform(p, config, stop)
 
     await _with_platform(data_dir, db_url, body)
 

@@ -1,0 +1,91 @@
+"""`rebadge cloud serve`: the HTTP API and the MQTT worker in one process, on one platform; clean stop on signals."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Iterator
+from dataclasses import dataclass
+
+import uvicorn
+
+from cloud_bridge.api.app import create_app
+from cloud_bridge.platform import Platform
+from cloud_bridge.worker import IngestWorker
+
+log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Where to listen for HTTP and which broker to ingest from (mqtt_host None: no worker in this process)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    mqtt_host: str | None = "127.0.0.1"
+    mqtt_port: int = 1883
+    shared_group: str | None = None
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: it would re-raise SIGTERM and kill us before we close the store."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.contextmanager
+def signal_event() -> Iterator[asyncio.Event]:
+    """An event set by SIGINT or SIGTERM while the block runs."""
+    loop = asyncio.get_running_loop()
+    event = asyncio.Event()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, event.set)
+    try:
+        yield event
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+async def until_signalled(work: Awaitable[None]) -> None:
+    """Run `work` until it ends, or until SIGINT/SIGTERM cancels it."""
+    with signal_event() as stop:
+        task = asyncio.ensure_future(work)
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        log.info("stopped")
+
+
+async def serve(platform: Platform, config: ServeConfig, stop: asyncio.Event) -> None:
+    """Serve the API (and run the worker) until `stop` is set; the server shuts down gracefully first."""
+    server = _Server(
+        uvicorn.Config(create_app(platform), host=config.host, port=config.port, log_level="warning", lifespan="off")
+    )
+
+    async def stop_server() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    async with asyncio.TaskGroup() as tasks:
+        helpers = [tasks.create_task(stop_server(), name="cloud-serve-stop")]
+        if config.mqtt_host is not None:
+            worker = IngestWorker(
+                platform, host=config.mqtt_host, port=config.mqtt_port, shared_group=config.shared_group
+            )
+            helpers.append(tasks.create_task(worker.run(), name="cloud-worker"))
+        log.info("API on http://%s:%d (OpenAPI at /openapi.json)", config.host, config.port)
+        await server.serve()
+        for helper in helpers:
+            helper.cancel()
