@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cloud_bridge.accounts import Actor, Role
+from cloud_bridge.accounts import Actor, Role, get_org
 from cloud_bridge.errors import ConflictError, InvalidRequestError, NotFoundError, PermissionDeniedError
 from cloud_bridge.store.schema import products
 from wire.errors import MalformedError
@@ -41,6 +41,7 @@ async def create(
     owner = org_id if actor.role == Role.ADMIN and org_id is not None else actor.org_id
     if owner is None:
         raise InvalidRequestError("an admin must name the organisation that owns the product", field="org_id")
+    await get_org(conn, owner)
     try:
         check_pid(pid)
     except MalformedError as exc:

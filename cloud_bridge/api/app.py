@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloud_bridge.api import routes
@@ -40,6 +41,12 @@ async def _cloud_error(_request: Request, exc: Exception) -> JSONResponse:
         body["field"] = exc.field
     headers = {"WWW-Authenticate": API_KEY_HEADER} if status == 401 else None
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _integrity_error(_request: Request, exc: Exception) -> JSONResponse:
+    # A race the checks before the write did not catch (two requests creating the same thing): the database refused.
+    log.info("request refused by a database constraint: %s", exc)
+    return JSONResponse({"detail": "the request conflicts with stored data; reload and try again"}, status_code=409)
 
 
 class BodyLimit:
@@ -98,6 +105,7 @@ def create_app(platform: Platform) -> FastAPI:
     )
     app.state.platform = platform
     app.add_exception_handler(CloudError, _cloud_error)
+    app.add_exception_handler(IntegrityError, _integrity_error)
     app.add_middleware(BodyLimit)
     for router in routes.ROUTERS:
         app.include_router(router, prefix="/v1")
