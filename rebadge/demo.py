@@ -194,7 +194,7 @@ def _print_summary(console: Console, summary: dict[str, Any]) -> None:
 )
 @click.option(
     "--radios",
-    default="wifi",
+    default="wifi,ble,zigbee",
     show_default=True,
     help="Comma-separated radios of the simulated line: wifi, ble, zigbee.",
 )

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from agent.config import AgentConfig
 from agent.radios.base import Radio as AgentRadio
 from agent.radios.registry import create_radio
+from simulator.ble.line import build_ble_line
 from simulator.goods import UnitSpec, build_wifi_line
+from simulator.zigbee.line import ZigbeeUnit, build_zigbee_line
 from wire.device import Firmware, Radio
 from wire.keys import KeyRing, PublicKey
 
@@ -61,4 +63,12 @@ async def start_goods(plan: list[UnitSpec], issuer: PublicKey, config: AgentConf
                 build_wifi_line(issuers, wifi, announce_to=target, announce_interval=ANNOUNCE_INTERVAL_S)
             )
             goods.radios.append(create_radio(Radio.WIFI, config))
+        ble = [u for u in plan if u.radio is Radio.BLE]
+        if ble:
+            ble_line = build_ble_line(issuers, ble)
+            goods.radios.append(create_radio(Radio.BLE, config, **ble_line.radio_kwargs))
+        zigbee = [u for u in plan if u.radio is Radio.ZIGBEE]
+        if zigbee:
+            units = [ZigbeeUnit(sn=u.sn, pid=u.pid, firmware=u.firmware) for u in zigbee]
+            goods.radios.append(create_radio(Radio.ZIGBEE, config, **build_zigbee_line(units, issuers).radio_kwargs()))
         yield goods
