@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -27,7 +28,7 @@ from agent.service import JOURNAL_FILE, AgentService, load_lease_file
 from cloud_bridge.platform import Platform
 from cloud_bridge.store.schema import confirmations, gateway_heads, records
 from cloud_bridge.worker import IngestWorker
-from rebadge.broker import PrivateBroker, free_port
+from rebadge.broker import PrivateBroker
 from simulator.firmware import DeviceState, Firmware
 from simulator.goods import UnitSpec, WifiLine, build_wifi_line
 from simulator.wifi import WifiDevice
@@ -86,6 +87,13 @@ async def until_async(check: Callable[[], Awaitable[bool]], what: str, timeout: 
 
 
 # -- the agent's configuration ------------------------------------------------------------------------------------
+
+
+def free_udp_port() -> int:
+    """A UDP port free on loopback right now (the agent's discovery listener binds it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def agent_settings(
@@ -296,7 +304,7 @@ class Gateway:
     ) -> Gateway:  # fmt: skip
         """A new gateway under `workdir` pinning `issuer`, listening for announcements on a free port."""
         state_dir = workdir / "gateway"
-        settings = agent_settings(state_dir, issuer, broker, free_port(), **debug)
+        settings = agent_settings(state_dir, issuer, broker, free_udp_port(), **debug)
         settings["mqtt"].update(mqtt or {})
         return cls(state_dir, settings)
 
