@@ -13,7 +13,7 @@ ManufacturerName layout (an 8-byte prefix plus the 8-character PID), which agent
 from __future__ import annotations
 
 import struct
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from wire.device import MAX_MESSAGE_BYTES
@@ -97,12 +97,29 @@ class _Partial:
     parts: dict[int, bytes] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Done:
+    """A completed message, kept to tell a repeated chunk from a new message that reuses the number."""
+
+    count: int
+    total: int
+    per: int
+    message: bytes
+
+    def repeats(self, chunk: Chunk) -> bool:
+        start = chunk.index * self.per
+        same_shape = (chunk.count, chunk.total) == (self.count, self.total)
+        return same_shape and chunk.data == self.message[start : start + self.per]
+
+
 class Reassembler:
     """Puts chunks back into messages, several messages at once.
 
-    Duplicates are ignored (also of a message already completed); a duplicate with other bytes, a message over
-    `max_bytes`, or chunks that disagree on the message's size raise ChunkError. A partial message older than
-    `timeout_s` is dropped. The caller passes the clock, so this stays pure.
+    Duplicates are ignored, also of a recently completed message; a chunk that reuses a completed message's
+    number with other bytes starts a new message (the sender restarted its numbering). A duplicate with other
+    bytes inside a partial message, a message over `max_bytes`, or chunks that disagree on the message's size
+    raise ChunkError. A partial message older than `timeout_s` is dropped. The caller passes the clock, so this
+    stays pure.
     """
 
     def __init__(
@@ -116,16 +133,19 @@ class Reassembler:
         self.timeout_s = timeout_s
         self.max_partial = max_partial
         self._partial: OrderedDict[int, _Partial] = OrderedDict()
-        self._done: deque[int] = deque(maxlen=RECENT_MESSAGES)
+        self._done: OrderedDict[int, _Done] = OrderedDict()
         self.duplicates = 0
 
     def feed(self, raw: bytes, now: float) -> tuple[int, bytes] | None:
         """Add one encoded chunk; return (msg, message) when it completes a message."""
         chunk = decode_chunk(raw)
         self.expire(now)
-        if chunk.msg in self._done:
-            self.duplicates += 1
-            return None
+        done = self._done.get(chunk.msg)
+        if done is not None:
+            if done.repeats(chunk):
+                self.duplicates += 1
+                return None
+            del self._done[chunk.msg]
         if chunk.total > self.max_bytes:
             raise ChunkError(f"message {chunk.msg} claims {chunk.total} bytes, over {self.max_bytes}", field="total")
         part = self._partial_for(chunk, now)
@@ -156,11 +176,13 @@ class Reassembler:
 
     def _join(self, msg: int, part: _Partial) -> bytes:
         del self._partial[msg]
-        self._done.append(msg)
         sizes = {len(part.parts[i]) for i in range(part.count - 1)}
         message = b"".join(part.parts[i] for i in range(part.count))
         if len(message) != part.total or len(sizes) > 1:
             raise ChunkError(f"message {msg}: chunks add up to {len(message)} bytes, not {part.total}", field="total")
+        self._done[msg] = _Done(part.count, part.total, sizes.pop() if sizes else len(message), message)
+        while len(self._done) > RECENT_MESSAGES:
+            self._done.popitem(last=False)
         return message
 
     def missing(self, msg: int) -> list[int] | None:
@@ -180,8 +202,7 @@ class Reassembler:
     def forget(self, msg: int) -> None:
         """Drop whatever is held of `msg` and let it be used again."""
         self._partial.pop(msg, None)
-        if msg in self._done:
-            self._done.remove(msg)
+        self._done.pop(msg, None)
 
 
 def manufacturer_name(pid: str, prefix: str = DEFAULT_MANUFACTURER_PREFIX) -> str:

@@ -32,6 +32,8 @@ JOIN_FRAMES = 4
 NETWORK_CHANNEL = 15
 NETWORK_PAN_ID = 0x5EBA
 STOP_TIMEOUT = 2.0
+# A node that left looks for a network again after this long (and joins if a permit window is open then).
+REJOIN_DELAY_S = 0.2
 
 
 def formed_network() -> tuple[zigpy.state.NetworkInfo, zigpy.state.NodeInfo]:
@@ -59,8 +61,11 @@ def formed_network() -> tuple[zigpy.state.NetworkInfo, zigpy.state.NodeInfo]:
 class SimulatedNetwork:
     """Nodes on one PAN and the coordinator app attached to it (one app at a time)."""
 
-    def __init__(self, nodes: list[SimulatedNode], *, latency_s: float = 0.0) -> None:
+    def __init__(
+        self, nodes: list[SimulatedNode], *, latency_s: float = 0.0, rejoin_delay_s: float = REJOIN_DELAY_S
+    ) -> None:
         self.latency_s = latency_s
+        self.rejoin_delay_s = rejoin_delay_s
         self.nodes = {n.ieee: n for n in nodes}
         for node in nodes:
             node.network = self
@@ -177,9 +182,12 @@ class SimulatedNetwork:
             return
         self._permit_until = max(self._permit_until, self.now() + time_s)
         for node in self.nodes.values():
-            if not node.joined and not node.joining:
-                node.joining = True
-                self.spawn(self._join(node), f"zigbee-join-{node.sn}")
+            self._start_join(node)
+
+    def _start_join(self, node: SimulatedNode) -> None:
+        if not node.joined and not node.joining:
+            node.joining = True
+            self.spawn(self._join(node), f"zigbee-join-{node.sn}")
 
     def permitting(self) -> bool:
         """Whether the permit-join window is open now."""
@@ -188,6 +196,7 @@ class SimulatedNetwork:
     async def _join(self, node: SimulatedNode) -> None:
         """Association and key transport, then the node's Device_annce, from which zigpy learns of it."""
         try:
+            await asyncio.sleep(max(0.0, node.rejoin_after - self.now()))
             await self._air(JOIN_FRAMES - 1)
             if self.app is None or not self.permitting():
                 return
@@ -211,16 +220,19 @@ class SimulatedNetwork:
             loop.call_soon(app.packet_received, packet)
 
     def leave(self, node: SimulatedNode) -> None:
-        """The node leaves the network (and joins again at the next permit window)."""
+        """The node leaves the network (and joins again, after a while, when a permit window is open)."""
         if not node.joined:
             return
-        node.joined = False
+        node.left()
+        node.rejoin_after = self.now() + self.rejoin_delay_s
         log.info("zigbee node %s left the network", node.sn)
         if self.app is not None:
             asyncio.get_running_loop().call_soon(self.app.handle_leave, node.nwk, node.ieee)
+            if self.permitting():
+                self._start_join(node)
 
     def forget(self, ieee: t.EUI64) -> None:
         """The coordinator removed the node."""
         node = self.nodes.get(ieee)
         if node is not None:
-            node.joined = False
+            node.left()

@@ -109,6 +109,7 @@ class SimulatedNode:
         self.chunk_bytes = chunk_bytes
         self.joined = False
         self.joining = False
+        self.rejoin_after = 0.0
         # A Basic attribute that lags the firmware (a broken device): ManufacturerName reads this instead.
         self.stale_manufacturer_name: str | None = None
         self.network: SimulatedNetwork | None = None
@@ -121,6 +122,11 @@ class SimulatedNode:
         if self.stale_manufacturer_name is not None:
             return self.stale_manufacturer_name
         return zc.manufacturer_name(self.firmware.state.pid, self.prefix)
+
+    def left(self) -> None:
+        """Off the network: what was half received is lost."""
+        self.joined = False
+        self._reassembler = zc.Reassembler()
 
     def next_tsn(self) -> int:
         """The node's own ZCL transaction number for frames it originates."""

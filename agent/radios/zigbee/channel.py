@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +29,12 @@ CHUNK_SEND_RETRIES = 2
 
 @dataclass
 class _Progress:
+    """Where one exchange stands."""
+
+    waiter: asyncio.Future[bytes]
     sent: bool = False  # the last chunk has started on its way: the device may act on the request
     ack_lost: bool = False  # ... and its APS ACK never came
+    left: str | None = None  # the device left during the exchange (why)
 
 
 class _LinkGoneError(Exception):
@@ -45,8 +50,10 @@ class DeviceChannel:
         self.frame_timeout_s = frame_timeout_s
         self._cluster = cluster
         self._reassembler = zc.Reassembler(timeout_s=frame_timeout_s * 4)
-        self._waiting: dict[int, asyncio.Future[bytes]] = {}
-        self._msgs = itertools.cycle(range(256))
+        self._active: dict[int, _Progress] = {}
+        # A random first number: a device still remembering our last session's numbers takes nothing for a repeat.
+        first = random.randrange(256)
+        self._msgs = itertools.cycle([*range(first, 256), *range(first)])
         self._gone: str | None = None
         cluster.add_listener(self)
 
@@ -80,21 +87,22 @@ class DeviceChannel:
         if done is None:
             return
         msg, message = done
-        waiter = self._waiting.get(msg)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(message)
+        progress = self._active.get(msg)
+        if progress is not None and not progress.waiter.done():
+            progress.waiter.set_result(message)
 
     def _fail_msg(self, raw: bytes, exc: zc.ChunkError) -> None:
-        waiter = self._waiting.get(raw[0]) if raw else None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
+        progress = self._active.get(raw[0]) if raw else None
+        if progress is not None and not progress.waiter.done():
+            progress.waiter.set_exception(exc)
 
     def lost(self, reason: str) -> None:
         """The device left: every pending exchange ends with LinkLostError."""
         self._gone = reason
-        for waiter in self._waiting.values():
-            if not waiter.done():
-                waiter.set_exception(_LinkGoneError(reason))
+        for progress in self._active.values():
+            progress.left = reason
+            if not progress.waiter.done():
+                progress.waiter.set_exception(_LinkGoneError(reason))
 
     def back(self) -> None:
         """The device is on the network again."""
@@ -112,13 +120,12 @@ class DeviceChannel:
         msg = next(self._msgs)
         self._reassembler.forget(msg)
         chunks = zc.split(request, msg, self.chunk_bytes)
-        waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._waiting[msg] = waiter
-        progress = _Progress()
+        progress = _Progress(asyncio.get_running_loop().create_future())
+        self._active[msg] = progress
         try:
             async with asyncio.timeout(timeout):
                 await self._send_chunks(chunks, msg, progress)
-                return await self._await_answer(waiter, progress)
+                return await self._await_answer(progress)
         except RadioError:
             raise
         except TimeoutError as exc:
@@ -133,18 +140,20 @@ class DeviceChannel:
                 f"zigbee device {self.label} sent a bad answer: {exc}", sn=self.label, sent=True
             ) from exc
         finally:
-            del self._waiting[msg]
-            if waiter.done() and not waiter.cancelled():
-                waiter.exception()  # retrieved: a late failure is no one's error
-            waiter.cancel()
+            del self._active[msg]
+            if progress.waiter.done() and not progress.waiter.cancelled():
+                progress.waiter.exception()  # retrieved: a late failure is no one's error
+            progress.waiter.cancel()
 
     async def _send_chunks(self, chunks: list[bytes], msg: int, progress: _Progress) -> None:
         """Send every chunk, each acknowledged before the next; only the last one's ACK may go missing."""
         for i, chunk in enumerate(chunks):
             last = i == len(chunks) - 1
-            if self._gone is not None:
+            # A device that left before the last chunk cannot hold the whole request, even if it is back.
+            left = progress.left or self._gone
+            if left is not None:
                 raise LinkLostError(
-                    f"zigbee device {self.label} left the network ({self._gone}) before chunk {i + 1}/{len(chunks)}",
+                    f"zigbee device {self.label} left the network ({left}) before chunk {i + 1}/{len(chunks)}",
                     sn=self.label,
                     sent=False,
                 )
@@ -154,16 +163,19 @@ class DeviceChannel:
                     await self._cluster.send_chunk(chunk, retries=CHUNK_SEND_RETRIES)
             except (zigpy.exceptions.DeliveryError, TimeoutError) as exc:
                 if not last:
-                    raise self._chunk_error(i, len(chunks), exc) from exc
+                    raise self._chunk_error(i, len(chunks), exc, progress) from exc
                 # The last chunk may have arrived with only its ACK lost: the device's answer decides.
                 log.info("zigbee device %s: last chunk of message %d not acknowledged (%s)", self.label, msg, exc)
                 progress.ack_lost = True
 
-    def _chunk_error(self, index: int, count: int, exc: Exception) -> DeviceTimeoutError | LinkLostError:
+    def _chunk_error(
+        self, index: int, count: int, exc: Exception, progress: _Progress
+    ) -> DeviceTimeoutError | LinkLostError:
         where = f"chunk {index + 1}/{count}"
-        if self._gone is not None:
+        left = progress.left or self._gone
+        if left is not None:
             return LinkLostError(
-                f"zigbee device {self.label} left the network ({self._gone}) at {where}", sn=self.label, sent=False
+                f"zigbee device {self.label} left the network ({left}) at {where}", sn=self.label, sent=False
             )
         return DeviceTimeoutError(
             f"zigbee device {self.label} did not acknowledge {where} of the request ({exc}); nothing was applied",
@@ -171,11 +183,11 @@ class DeviceChannel:
             sent=False,
         )
 
-    async def _await_answer(self, waiter: asyncio.Future[bytes], progress: _Progress) -> bytes:
+    async def _await_answer(self, progress: _Progress) -> bytes:
         if not progress.ack_lost:
-            return await waiter
+            return await progress.waiter
         async with asyncio.timeout(self.frame_timeout_s):
-            return await waiter
+            return await progress.waiter
 
     def _timeout_message(self, msg: int, count: int, progress: _Progress, timeout: float) -> str:
         missing = self._reassembler.missing(msg)

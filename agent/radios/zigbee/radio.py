@@ -12,6 +12,7 @@ import contextlib
 import copy
 import importlib
 import logging
+import random
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,6 @@ class ZigbeeRadio(Radio):
         self._permit_lock = asyncio.Lock()
         self._permit_until = 0.0
         self._changes = _Changes()
-        self._info_ids = 0
 
     # --- life cycle ---------------------------------------------------------------------------------------
 
@@ -288,8 +288,7 @@ class ZigbeeRadio(Radio):
         async with lock:
             if dev.ieee in self._sns:
                 return
-            self._info_ids = (self._info_ids + 1) % 2**32
-            request = device.InfoRequest(id=self._info_ids).to_cbor()
+            request = device.InfoRequest(id=random.getrandbits(32)).to_cbor()
             channel = self._channel(dev, str(dev.ieee))
             try:
                 answer = device.decode_info(await channel.exchange(request, self.config.frame_timeout_s * 2))
