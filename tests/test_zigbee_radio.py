@@ -15,7 +15,14 @@ import zigpy.zdo.types as zdo_t
 from zigpy.device import ZigbeeDevice
 
 from agent.config import AgentConfig, GatewayConfig, ZigbeeConfig
-from agent.errors import ConfigError, DeviceNotFoundError, LinkLostError, ProtocolError, RadioError
+from agent.errors import (
+    ConfigError,
+    DeviceNotFoundError,
+    DeviceTimeoutError,
+    LinkLostError,
+    ProtocolError,
+    RadioError,
+)
 from agent.radios.registry import create_radio
 from agent.radios.zigbee.cluster import RebadgeCluster
 from agent.radios.zigbee.radio import RADIO_LIBRARIES, ZigbeeLink, ZigbeeRadio
@@ -160,6 +167,23 @@ async def test_a_device_that_left_is_not_known_until_it_is_back(keys: Keys, tmp_
         link = await open_link(radio, "ZB-0001")  # it rejoins within the open permit window
         assert await radio.knows("ZB-0001")
         assert (await link.info()).pid == OLD_PID
+
+
+async def test_units_put_on_and_taken_off_the_line(keys: Keys, tmp_path: Path) -> None:
+    line = make_line(keys, ZigbeeUnit("ZB-0001", OLD_PID))
+    async with running(line, tmp_path) as radio:
+        await open_link(radio, "ZB-0001")
+        line.take_away("ZB-0001")
+        node = line.place(ZigbeeUnit("ZB-0002", OLD_PID))
+        assert node.nwk != 0x1A00  # a fresh address, never the one of the unit taken away
+        link = await open_link(radio, "ZB-0002")  # joins in the window the first scan opened
+        assert link.device.ieee == node.ieee
+        # A unit powered off says nothing: the radio still knows it, and the first exchange finds it silent.
+        # A one-chunk request is its own last chunk, whose lost ACK may hide a delivered frame: sent stays True.
+        gone = await open_link(radio, "ZB-0001")
+        with pytest.raises(DeviceTimeoutError, match="no answer after the last of 1 request chunk") as info:
+            await gone.info(1.0)
+        assert info.value.sent is True
 
 
 async def test_an_unknown_sn_is_not_found_in_time(keys: Keys, tmp_path: Path) -> None:

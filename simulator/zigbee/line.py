@@ -39,6 +39,8 @@ class SimulatedZigbeeLine:
     network: SimulatedNetwork
     app_class: type[SimulatedControllerApp]
     app_config: dict[str, Any]
+    issuers: KeyRing
+    next_nwk: int = FIRST_NWK
 
     def node(self, sn: str) -> SimulatedNode:
         """The node with this SN."""
@@ -46,6 +48,18 @@ class SimulatedZigbeeLine:
             if node.sn == sn:
                 return node
         raise KeyError(f"no simulated zigbee unit {sn!r}")
+
+    def place(self, unit: ZigbeeUnit) -> SimulatedNode:
+        """Put one more unit on the line (it joins at the next permit window, or now if one is open)."""
+        # Never an address a unit taken away had: zigpy would take the newcomer's frames for the old device's.
+        node = make_node(unit, self.issuers, self.next_nwk)
+        self.next_nwk += 1
+        self.network.add(node)
+        return node
+
+    def take_away(self, sn: str) -> None:
+        """Power a unit off and take it off the line."""
+        self.network.remove(self.node(sn))
 
     def radio_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ZigbeeRadio (or create_radio) that plug in this simulated line."""
@@ -67,4 +81,10 @@ def build_zigbee_line(units: list[ZigbeeUnit], issuers: KeyRing, *, latency_s: f
     """Simulated Zigbee goods on one network; `latency_s` is the time of one frame on the air."""
     nodes = [make_node(u, issuers, FIRST_NWK + i) for i, u in enumerate(units)]
     network = SimulatedNetwork(nodes, latency_s=latency_s)
-    return SimulatedZigbeeLine(network=network, app_class=SimulatedControllerApp, app_config=quiet_app_config(network))
+    return SimulatedZigbeeLine(
+        network=network,
+        app_class=SimulatedControllerApp,
+        app_config=quiet_app_config(network),
+        issuers=issuers,
+        next_nwk=FIRST_NWK + len(nodes),
+    )

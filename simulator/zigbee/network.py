@@ -115,14 +115,20 @@ class SimulatedNetwork:
             log.error("simulated zigbee task %s failed", task.get_name(), exc_info=task.exception())
 
     async def _air(self, frames: int = 1) -> None:
-        """Frames on the air, one after another; `air_time_s` adds up the time the air was busy."""
+        """Frames on the air; `air_time_s` adds up the time the air was busy.
+
+        A frame counts from its start until the simulated radio is done with it, timer lateness included
+        (the event loop wakes a sleeper up to a millisecond late): that is the simulator's time, not the agent's.
+        """
         self.frames += frames
-        duration = self.latency_s * frames
         start = self.now()
-        end = start + duration
+        self._busy(start, start + self.latency_s * frames)
+        await asyncio.sleep(self.latency_s * frames)
+        self._busy(start, self.now())
+
+    def _busy(self, start: float, end: float) -> None:
         self.air_time_s += max(0.0, end - max(start, self._busy_until))
         self._busy_until = max(self._busy_until, end)
-        await asyncio.sleep(duration)
 
     # --- the coordinator's side ---------------------------------------------------------------------------
 
@@ -230,6 +236,20 @@ class SimulatedNetwork:
             asyncio.get_running_loop().call_soon(self.app.handle_leave, node.nwk, node.ieee)
             if self.permitting():
                 self._start_join(node)
+
+    def add(self, node: SimulatedNode) -> None:
+        """A node powered on near the coordinator: it joins now if a permit window is open, else at the next."""
+        if node.ieee in self.nodes:
+            raise ValueError(f"a node with IEEE {node.ieee} ({node.sn}) is already on the network")
+        node.network = self
+        self.nodes[node.ieee] = node
+        if self.app is not None and self.permitting():
+            self._start_join(node)
+
+    def remove(self, node: SimulatedNode) -> None:
+        """A node powered off and carried away: it just goes silent, as a real one would."""
+        node.left()
+        self.nodes.pop(node.ieee, None)
 
     def forget(self, ieee: t.EUI64) -> None:
         """The coordinator removed the node."""
