@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiosqlite
 import pytest
 import zigpy.zdo.types as zdo_t
 from zigpy.device import ZigbeeDevice
@@ -26,7 +28,7 @@ from agent.errors import (
 from agent.radios.registry import create_radio
 from agent.radios.zigbee.cluster import RebadgeCluster
 from agent.radios.zigbee.radio import RADIO_LIBRARIES, ZigbeeLink, ZigbeeRadio
-from simulator.zigbee import SimulatedZigbeeLine, ZigbeeUnit, build_zigbee_line
+from simulator.zigbee import SIMULATED_NETWORK_KEY, SimulatedZigbeeLine, ZigbeeUnit, build_zigbee_line
 from tests.helpers import NEW_PID, ORIGINAL_PID, Issuer
 from wire import zigbee_chunks as zc
 from wire.device import Radio as RadioKind
@@ -224,6 +226,28 @@ async def test_concurrent_scans_on_one_network(keys: Keys, tmp_path: Path) -> No
 
         results = await asyncio.gather(*(one(i, sn) for i, sn in enumerate(sns)))
     assert results == [(sn, NEW_PID) for sn in sns]
+
+
+async def test_a_blank_coordinator_forms_a_network(keys: Keys, tmp_path: Path) -> None:
+    line = make_line(keys, ZigbeeUnit("ZB-0001", OLD_PID))
+    line.network.nvram = None
+    async with running(line, tmp_path) as radio:
+        assert line.network.nvram is not None  # zigpy formed a network and wrote it to the stick
+        assert radio.app is not None
+        assert radio.app.state.network_info.channel == 15
+        assert (await (await open_link(radio, "ZB-0001")).info()).pid == OLD_PID
+
+
+async def test_a_coordinator_that_fails_to_start_is_a_radio_error_and_closes_the_database(
+    keys: Keys, tmp_path: Path
+) -> None:
+    line = make_line(keys)
+    config = {**line.app_config, SIMULATED_NETWORK_KEY: "not a network"}
+    radio = ZigbeeRadio(TEST_CONFIG, state_dir=tmp_path, app_class=line.app_class, app_config=config)
+    with pytest.raises(RadioError, match="did not start: app config key 'rebadge_simulated_network'"):
+        await radio.start()
+    assert radio.app is None
+    assert not [t for t in threading.enumerate() if isinstance(t, aiosqlite.Connection)]
 
 
 async def test_open_before_start_is_a_radio_error(keys: Keys, tmp_path: Path) -> None:

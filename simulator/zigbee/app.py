@@ -20,7 +20,7 @@ import zigpy.types as t
 import zigpy.zdo.types as zdo_t
 from zigpy.device import ZigbeeDevice
 
-from simulator.zigbee.network import SimulatedNetwork
+from simulator.zigbee.network import NETWORK_CHANNEL, SimulatedNetwork
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ def quiet_app_config(network: SimulatedNetwork) -> dict[str, Any]:
         SIMULATED_NETWORK_KEY: network,
         zigpy.config.CONF_DEVICE: {zigpy.config.CONF_DEVICE_PATH: SIMULATED_DEVICE_PATH},
         zigpy.config.CONF_OTA: {zigpy.config.CONF_OTA_ENABLED: False},
+        # A blank stick forms its network on this channel instead of scanning for the quietest one.
+        zigpy.config.CONF_NWK: {zigpy.config.CONF_NWK_CHANNEL: NETWORK_CHANNEL},
         zigpy.config.CONF_NWK_BACKUP_ENABLED: False,
         zigpy.config.CONF_TOPO_SCAN_ENABLED: False,
         zigpy.config.CONF_WATCHDOG_ENABLED: False,

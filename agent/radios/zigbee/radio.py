@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import importlib
 import logging
 import random
@@ -154,11 +153,16 @@ class ZigbeeRadio(Radio):
         await asyncio.to_thread(self.state_dir.mkdir, parents=True, exist_ok=True)
         where = f"{self.config.radio_type} coordinator at {self.config.device}"
         try:
+            app = await self.app_class.new(self.zigpy_config(), start_radio=False)
+        except Exception as exc:  # a radio library fails in its own ways; the gateway reports them and runs on
+            raise RadioError(f"zigbee: the {where} could not be set up: {exc}") from exc
+        try:
             async with asyncio.timeout(STARTUP_TIMEOUT):
-                app = await self.app_class.new(copy.copy(self.zigpy_config()), auto_form=True)
-        except TimeoutError as exc:
-            raise RadioError(f"zigbee: the {where} did not start within {STARTUP_TIMEOUT:.0f}s") from exc
-        except (zigpy.exceptions.ZigbeeException, zigpy.exceptions.RadioException, OSError) as exc:
+                await app.startup(auto_form=True)
+        except Exception as exc:
+            await self._shutdown(app)  # zigpy leaves its database open when startup fails
+            if isinstance(exc, TimeoutError):
+                raise RadioError(f"zigbee: the {where} did not start within {STARTUP_TIMEOUT:.0f}s") from exc
             raise RadioError(f"zigbee: the {where} did not start: {exc}") from exc
         app.add_listener(self)
         self.app = app
@@ -173,6 +177,10 @@ class ZigbeeRadio(Radio):
             channel.close()
         self._channels.clear()
         app.remove_listener(self)
+        await self._shutdown(app)
+
+    @staticmethod
+    async def _shutdown(app: ControllerApplication) -> None:
         try:
             async with asyncio.timeout(SHUTDOWN_TIMEOUT):
                 await app.shutdown()
@@ -202,6 +210,7 @@ class ZigbeeRadio(Radio):
     def device_removed(self, dev: BaseDevice) -> None:
         """zigpy: a device was removed from the network."""
         self._lost(dev.ieee, "it was removed")
+        self._sns.pop(dev.ieee, None)
 
     def _heard(self, dev: BaseDevice) -> None:
         self._unreachable.pop(dev.ieee, None)
