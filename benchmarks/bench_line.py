@@ -18,11 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import math
-import os
-import platform
-import re
 import statistics
 import tempfile
 import time
@@ -30,6 +26,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from common import machine, write_section
 
 from agent.certs.identity import GatewayIdentity
 from agent.config import LineConfig, WifiConfig
@@ -51,7 +49,6 @@ WARMUP = 20
 ANSWERS_PER_UNIT = 3  # info, rebadge, info
 TIMEOUT_S = 5.0
 SECTION = "## Agent per unit (Wi-Fi)"
-DOC_TITLE = "# Benchmarks"
 
 
 def p95(times: list[float]) -> float:
@@ -210,17 +207,6 @@ async def measure(root: Path, units: int, latencies_s: list[float]) -> dict[str,
     return {s.name: s for s in series}
 
 
-def machine() -> str:
-    """nproc, CPU model, Python version and the date, as one line."""
-    model = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
-        model = found.group(1).strip() if found else model
-    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, {when}"
-
-
 def _row(what: str, s: Series, ratio: str) -> str:
     return f"| {what} | {statistics.median(s.times) * 1e3:.2f} | {p95(s.times) * 1e3:.2f} | {ratio} |"
 
@@ -271,19 +257,6 @@ def report(results: dict[str, Series], units: int, latencies_s: list[float]) -> 
     return lines
 
 
-def write_doc(doc: Path, lines: list[str]) -> None:
-    """Put `lines` under SECTION in `doc` (created with a machine header if missing); other sections stay."""
-    text = doc.read_text() if doc.exists() else f"{DOC_TITLE}\n\nMachine when this file was started: {machine()}.\n"
-    body = "\n".join([SECTION, "", *lines, ""])
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + ("" if end < 0 else text[end:])
-    doc.write_text(text)
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--units", type=int, default=300, help="measured units per row")
@@ -299,7 +272,7 @@ async def main() -> None:
     lines = report(results, args.units, latencies_s)
     print("\n".join(lines))
     if args.doc is not None:
-        write_doc(args.doc, lines)
+        write_section(args.doc, SECTION, lines)
 
 
 if __name__ == "__main__":
