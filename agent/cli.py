@@ -13,10 +13,12 @@ from pathlib import Path
 import click
 
 from agent.certs.identity import GatewayIdentity
+from agent.certs.leases import CheckedLease
 from agent.config import AgentConfig, load_config
 from agent.console import ScanConsole
 from agent.errors import AgentError
-from agent.service import AgentService, load_lease_file, open_journal
+from agent.leases import keeper_certificate, request_once
+from agent.service import AgentService, load_lease_file, open_journal, pinned_issuers
 from wire.topics import ScanEvent
 
 CONFIG_OPTION = click.option(
@@ -97,6 +99,40 @@ def load_lease_cmd(config_path: Path | None, lease_file: Path) -> None:
     click.echo(
         f"lease {lease.lease_id} loaded: certificate {lease.cert_no}, {lease.original_pid} -> {lease.new_pid}, "
         f"slots {lease.slot_lo}..{lease.slot_hi - 1} ({lease.size}), expires {lease.exp}"
+    )
+
+
+@group.command("request-lease")
+@CONFIG_OPTION
+@click.option(
+    "--cert", "cert_no", default=None, help="Certificate number. Default: lease.cert_no, else line.certificate."
+)
+@click.option("--slots", type=click.IntRange(1, 10_000_000), default=None, help="Default: lease.request_slots.")
+def request_lease_cmd(config_path: Path | None, cert_no: str | None, slots: int | None) -> None:
+    """Ask the platform for a lease over MQTT, check it and store it in the journal (run with the agent stopped)."""
+    config = _config(config_path)
+    cert_no = cert_no or keeper_certificate(config)
+    if cert_no is None:
+        raise click.UsageError("no certificate given: pass --cert, or set lease.cert_no or line.certificate")
+    wanted = slots or config.lease.request_slots
+
+    async def ask() -> CheckedLease:
+        identity = GatewayIdentity.load_or_create(config.gateway.state_dir)
+        issuers = pinned_issuers(config)
+        journal = await open_journal(config, identity)
+        try:
+            return await request_once(config, journal, identity, issuers, cert_no, wanted)
+        finally:
+            await journal.close()
+
+    try:
+        checked = asyncio.run(ask())
+    except AgentError as exc:
+        raise click.ClickException(f"no lease stored: {exc}") from exc
+    lease = checked.lease
+    click.echo(
+        f"lease {lease.lease_id} stored: certificate {lease.cert_no}, {lease.original_pid} -> {lease.new_pid}, "
+        f"slots {lease.slot_lo}..{lease.slot_hi - 1} ({lease.size} of {wanted} asked for), expires {lease.exp}"
     )
 
 

@@ -12,11 +12,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.errors import ConfigError
 from wire.device import Radio
 from wire.ids import Sn
+from wire.tokens import ID_PATTERN
 
 ENV_PREFIX = "REBADGE_"
 
@@ -88,6 +89,29 @@ class LineConfig(_Section):
     max_in_flight: int = Field(default=8, ge=1, le=256)
 
 
+class LeaseConfig(_Section):
+    """Leases asked for over MQTT (`req/lease`): the agent keeps one certificate supplied with slots."""
+
+    auto_request: bool = Field(default=True, description="Ask the platform for slots when they run low.")
+    cert_no: str | None = Field(
+        default=None, min_length=1, max_length=12, pattern=ID_PATTERN,
+        description="Certificate to keep supplied; default: line.certificate (none: no automatic requests).",
+    )  # fmt: skip
+    low_water: int = Field(default=20, ge=0, description="Ask for more when this few unused slots remain.")
+    request_slots: int = Field(default=200, ge=1, le=10_000_000, description="Slots per request (may get fewer).")
+    valid_s: int | None = Field(default=None, ge=60, le=366 * 86400, description="Lease lifetime; None: platform's.")
+    request_timeout_s: float = Field(default=15.0, gt=0, description="Bound on one request and its answer.")
+    retry_min_s: float = Field(default=5.0, gt=0, description="First wait after a refusal or no answer.")
+    retry_max_s: float = Field(default=300.0, gt=0, description="The wait doubles up to this.")
+    check_interval_s: float = Field(default=60.0, gt=0, description="Look at the slots left at least this often.")
+
+    @model_validator(mode="after")
+    def _retry_order(self) -> LeaseConfig:
+        if self.retry_max_s < self.retry_min_s:
+            raise ValueError(f"retry_max_s ({self.retry_max_s}) is below retry_min_s ({self.retry_min_s}): raise it")
+        return self
+
+
 class StaticWifiDevice(_Section):
     """A Wi-Fi device at a known address, reached without waiting for its announcement."""
 
@@ -156,6 +180,7 @@ class AgentConfig(_Section):
     mqtt: MqttConfig = MqttConfig()
     journal: JournalConfig = JournalConfig()
     line: LineConfig = LineConfig()
+    lease: LeaseConfig = LeaseConfig()
     wifi: WifiConfig = WifiConfig()
     ble: BleConfig = BleConfig()
     zigbee: ZigbeeConfig = ZigbeeConfig()

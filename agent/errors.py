@@ -83,3 +83,16 @@ class AckTimeoutError(UplinkError, TimeoutError):
         super().__init__(message)
         self.seq = seq
         self.acked = acked
+
+
+class RequestTimeoutError(UplinkError, TimeoutError):
+    """The platform did not answer request `request_id` (operation `op`) within the caller's timeout."""
+
+    def __init__(self, message: str, *, op: str, request_id: str) -> None:
+        super().__init__(message)
+        self.op = op
+        self.request_id = request_id
+
+
+class LeaseRefusedError(LeaseError):
+    """The platform answered a lease request with a refusal; `reason` is its answer code (no_slots, refused, ...)."""

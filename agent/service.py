@@ -16,6 +16,7 @@ from agent.certs.leases import CheckedLease, check_bundle
 from agent.config import AgentConfig
 from agent.errors import ConfigError
 from agent.journal import Journal
+from agent.leases import LeaseKeeper, keeper_certificate
 from agent.line import Line
 from agent.radios.base import Radio
 from agent.radios.registry import create_radio
@@ -91,6 +92,7 @@ class AgentService:
         self.line: Line | None = None
         self.uplink: Uplink | None = None
         self.journal: Journal | None = None
+        self.keeper: LeaseKeeper | None = None
 
     @property
     def gw(self) -> str:
@@ -120,14 +122,24 @@ class AgentService:
             on_scan=self._on_scan_command if self.config.scanner.mqtt else None,
         )  # fmt: skip
         self.uplink = uplink
+        keeper = LeaseKeeper(
+            self.config.lease, keeper_certificate(self.config), journal, uplink, self.identity.public, self.issuers
+        )
+        self.keeper = keeper
+
+        def records_changed() -> None:
+            uplink.records_changed()
+            keeper.wake()  # a slot may have been spent: the keeper looks at what is left
+
         self.line = Line(
             journal, radios, self.identity, self.issuers, self.config.line, debug=self.config.debug,
-            on_event=self._publish_event, on_progress=uplink.publish_progress, on_records=uplink.records_changed,
+            on_event=self._publish_event, on_progress=uplink.publish_progress, on_records=records_changed,
         )  # fmt: skip
         for radio in radios:
             await radio.start()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(uplink.run(), name="uplink")
+            tg.create_task(keeper.run(), name="lease keeper")
             await run_scanners(self.config.scanner, self.scan, tg)
             tg.create_task(self._watchdog(), name="watchdog")
             tg.create_task(self._health(journal, uplink), name="health")

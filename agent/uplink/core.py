@@ -11,18 +11,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
 from agent.config import MqttConfig
-from agent.errors import AckTimeoutError, JournalError, UplinkError
+from agent.errors import AckTimeoutError, JournalError, RequestTimeoutError, UplinkError
 from agent.uplink import connection
 from agent.uplink.connection import Backoff, LastWill, close_client, make_client, open_client, protocol_name
 from agent.uplink.discovery import discovery_configs
 from agent.uplink.outbox import Outbox
 from agent.uplink.records import RecordJournal, RecordSender, SignCheckpoint, shown
+from agent.uplink.requests import Answer, PendingRequests
 from wire import topics
 from wire.keys import KeyRing
+from wire.lease_request import LEASE_OP, RELEASE_OP, LeaseAnswer, LeaseRequest, ReleaseAnswer, ReleaseRequest
 from wire.topics import ProgressPayload, ScanCommand, ScanEvent, StatusPayload
 
 log = logging.getLogger(__name__)
@@ -79,6 +83,8 @@ class Uplink:
             idle_check_s=self.timing.idle_check_s,
         )  # fmt: skip
         self._outbox = Outbox(self.timing.max_queued_events, self.timing.idle_check_s)
+        self._requests = PendingRequests(gw)
+        self._client: aiomqtt.Client | None = None  # the session's client while connected (requests publish on it)
         self._connected = asyncio.Event()
         self._protocol: aiomqtt.ProtocolVersion | None = None
         self._tg: asyncio.TaskGroup | None = None
@@ -148,6 +154,56 @@ class Uplink:
                 seq=seq, acked=acked,
             ) from exc  # fmt: skip
 
+    async def request(self, op: str, request_id: str, payload: bytes, timeout: float) -> Answer:
+        """Publish a request on `req/{op}` (QoS 1) and return its answer from `res/{op}`, or raise RequestTimeoutError.
+
+        `timeout` bounds everything: waiting for a session, the publish and the answer. A request is sent once; an
+        answer lost with its connection shows as a timeout, and the caller decides whether to ask again.
+        """
+        future = self._requests.open(op, request_id)
+        try:
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
+                client = self._client
+                if client is None:  # the session ended between the event and here; the timeout still bounds us
+                    raise UplinkError(f"the connection to the {self._where()} dropped before {op} request was sent")
+                await self._publish(
+                    client,
+                    topics.request(self.gw, op),
+                    payload,
+                    retain=False,
+                    properties=self._request_properties(op, request_id),
+                )
+                return await future
+        except TimeoutError as exc:
+            raise RequestTimeoutError(
+                f"no answer to {op} request {request_id} within {timeout:.1f} s"
+                + ("" if self.is_connected else f" (not connected to the {self._where()})")
+                + "; check the broker and that the platform's worker runs",
+                op=op, request_id=request_id,
+            ) from exc  # fmt: skip
+        except aiomqtt.MqttError as exc:
+            raise UplinkError(f"{op} request {request_id} not sent: {exc}") from exc
+        finally:
+            self._requests.close(op, request_id)
+
+    async def request_lease(self, request: LeaseRequest, timeout: float) -> LeaseAnswer:
+        """Ask the platform for a lease (`req/lease`); the answer may be a refusal."""
+        answer = await self.request(LEASE_OP, request.id, request.to_cbor(), timeout)
+        assert isinstance(answer, LeaseAnswer), "res/lease answers decode as LeaseAnswer"
+        return answer
+
+    async def request_release(self, request: ReleaseRequest, timeout: float) -> ReleaseAnswer:
+        """Hand a lease's unused slots back (`req/release`); the answer may ask to resend later."""
+        answer = await self.request(RELEASE_OP, request.id, request.to_cbor(), timeout)
+        assert isinstance(answer, ReleaseAnswer), "res/release answers decode as ReleaseAnswer"
+        return answer
+
+    @property
+    def ignored_answers(self) -> int:
+        """Answers on `res/...` dropped because they did not parse or matched no pending request."""
+        return self._requests.ignored
+
     # -- the connect loop -----------------------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -203,6 +259,7 @@ class Uplink:
             self.connections += 1
             backoff.reset()
             log.info("uplink: connected to %s (MQTT %s)", self._where(), protocol_name(protocol))
+            self._client = client
             self._connected.set()
             await self._serve(client)
         except asyncio.CancelledError:
@@ -212,11 +269,12 @@ class Uplink:
             raise
         finally:
             self._connected.clear()
+            self._client = None
             await close_client(client, with_will=with_will)
 
     async def _greet(self, client: aiomqtt.Client) -> None:
-        """Subscribe to acks and commands, then say online (retained) so the will has something to replace."""
-        wanted = [(topics.ack(self.gw), 1)]
+        """Subscribe to acks, answers and commands, then say online (retained) so the will has something to replace."""
+        wanted = [(topics.ack(self.gw), 1), *((topic, 1) for topic in self._requests.response_topics)]
         if self._on_scan is not None:
             wanted.append((topics.command(self.gw, "scan"), 1))
         for topic, qos in wanted:
@@ -241,8 +299,12 @@ class Uplink:
             tg.create_task(self._records.run(publish_record), name=f"uplink {self.gw}: records")
             tg.create_task(self._outbox.run(publish_event, publish_retained), name=f"uplink {self.gw}: outbox")
 
-    async def _publish(self, client: aiomqtt.Client, topic: str, payload: bytes, *, retain: bool) -> None:
-        await client.publish(topic, payload, qos=1, retain=retain, timeout=self.timing.mqtt_timeout_s)
+    async def _publish(
+        self, client: aiomqtt.Client, topic: str, payload: bytes, *, retain: bool, properties: Properties | None = None
+    ) -> None:
+        await client.publish(
+            topic, payload, qos=1, retain=retain, properties=properties, timeout=self.timing.mqtt_timeout_s
+        )
         # Python 3.11's asyncio.wait_for (inside aiomqtt) swallows a cancel that lands as the PUBACK arrives; the
         # outbox and record loops would then outlive their cancelled session and hang the agent's shutdown.
         task = asyncio.current_task()
@@ -273,6 +335,9 @@ class Uplink:
                 await self._records.on_ack(payload)
             elif message.topic.value == scan_topic:
                 self._on_command(payload)
+            elif (op := self._requests.op_of(message.topic.value)) is not None:
+                correlation = getattr(message.properties, "CorrelationData", None) if message.properties else None
+                self._requests.on_answer(op, payload, correlation if isinstance(correlation, bytes) else None)
             else:
                 log.debug("uplink: message on unexpected topic %s ignored", message.topic.value)
 
@@ -305,6 +370,15 @@ class Uplink:
     def _status(self, state: str) -> bytes:
         status = StatusPayload(state=state, gw=self.gw, name=self.name, version=self.version, at=int(time.time()))
         return status.model_dump_json().encode()
+
+    def _request_properties(self, op: str, request_id: str) -> Properties | None:
+        """MQTT 5's own request/response properties (the platform echoes the correlation data); none on 3.1.1."""
+        if self._protocol is not aiomqtt.ProtocolVersion.V5:
+            return None
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.ResponseTopic = topics.response(self.gw, op)
+        props.CorrelationData = request_id.encode()
+        return props
 
     def _will(self) -> LastWill:
         return LastWill(topics.status(self.gw), self._status("offline"))

@@ -1,0 +1,244 @@
+"""The gateway's lease keeper: asks the platform for slots over MQTT (`req/lease`) before the line runs out.
+
+Every lease that comes back is checked (issuer signatures, this gateway's key, validity window, certificate hash)
+before the journal stores it; a refusal, a silence or a bad answer stores nothing, is logged, and is retried
+later with capped backoff. Nothing is released on shutdown: slots stay with the gateway for offline work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Protocol
+
+from agent.certs.identity import GatewayIdentity
+from agent.certs.leases import CheckedLease, check_bundle
+from agent.config import AgentConfig, LeaseConfig
+from agent.errors import AgentError, LeaseError, LeaseRefusedError, UplinkError
+from agent.journal import Journal
+from agent.uplink import Uplink
+from agent.uplink.connection import Backoff
+from agent.uplink.records import wait_event
+from wire.errors import WireError
+from wire.keys import KeyRing, PublicKey
+from wire.lease_request import AnswerCode, LeaseAnswer, LeaseRequest
+from wire.tokens import Certificate, Checkpoint, sign, verify
+
+log = logging.getLogger(__name__)
+
+# `rebadge agent request-lease`: how long to wait for the broker before giving up.
+CLI_CONNECT_TIMEOUT_S = 20.0
+
+# What a person should do about each refusal (the CLI prints it; the keeper logs it).
+ANSWER_ADVICE: dict[AnswerCode, str] = {
+    AnswerCode.NO_SLOTS: "every slot of the certificate is leased or spent; wait for other gateways' leases to "
+    "expire or be released, or apply for a certificate with a larger quantity",
+    AnswerCode.NOT_FOUND: "the platform has no such certificate for this gateway's organisation; check the "
+    "certificate number (lease.cert_no or --cert)",
+    AnswerCode.REFUSED: "the certificate is not approved, revoked or expired, or this gateway is revoked; ask the "
+    "platform's administrator",
+    AnswerCode.UNKNOWN_GATEWAY: "this gateway is not registered on the platform; enrol it with the gateway id and "
+    "public key that 'rebadge agent init' prints",
+    AnswerCode.MALFORMED: "the platform could not read the request; check that agent and platform versions match",
+    AnswerCode.ERROR: "the platform could not answer now; try again in a while",
+}
+
+
+class LeaseRequester(Protocol):
+    """What the keeper needs of the uplink."""
+
+    @property
+    def connected(self) -> asyncio.Event:
+        """Set while a session to the broker is up."""
+        ...
+
+    async def request_lease(self, request: LeaseRequest, timeout: float) -> LeaseAnswer:
+        """Send a lease request and return the platform's answer (or raise RequestTimeoutError)."""
+        ...
+
+
+def new_request_id() -> str:
+    """A fresh request id: unguessable, so nobody can answer a request before it is sent."""
+    return "lease-" + secrets.token_hex(8)
+
+
+def refusal(cert_no: str, slots: int, answer: LeaseAnswer) -> LeaseRefusedError:
+    """The error for an answer that is not a lease: names the code, the platform's message and what to do."""
+    advice = ANSWER_ADVICE.get(answer.code, "see the platform's message")
+    said = f" ({answer.message})" if answer.message else ""
+    return LeaseRefusedError(
+        f"the platform answered {answer.code.value} to a request for {slots} slots of certificate {cert_no}{said}; "
+        f"{advice}",
+        reason=answer.code.value,
+    )
+
+
+async def request_lease(
+    requester: LeaseRequester, journal: Journal, gateway: PublicKey, issuers: KeyRing, cert_no: str, slots: int, *,
+    valid_s: int | None, timeout: float, clock: Callable[[], float] = time.time,
+) -> CheckedLease:  # fmt: skip
+    """Ask once for `slots` slots of `cert_no`; check the lease fully and store it, or raise (storing nothing)."""
+    request = LeaseRequest(id=new_request_id(), cert_no=cert_no, slots=slots, valid_s=valid_s)
+    log.info("certificate %s: asking the platform for %d slots (request %s)", cert_no, slots, request.id)
+    answer = await requester.request_lease(request, timeout)
+    if not answer.ok:
+        raise refusal(cert_no, slots, answer)
+    if answer.bundle is None:
+        raise LeaseError(f"the platform answered ok to request {request.id} but sent no lease", reason="malformed")
+    checked = check_bundle(answer.bundle, issuers, gateway, clock())
+    if checked.lease.cert_no != cert_no:
+        raise LeaseError(
+            f"asked for certificate {cert_no} but lease {checked.lease.lease_id} is of {checked.lease.cert_no}",
+            reason="certificate_mismatch",
+        )
+    await journal.add_lease(checked.lease, checked.lease_token, checked.cert, checked.cert_token)
+    lease = checked.lease
+    log.info("certificate %s: lease %s stored, slots [%d, %d) (%d of %d asked for)",
+             cert_no, lease.lease_id, lease.slot_lo, lease.slot_hi, lease.size, slots)  # fmt: skip
+    return checked
+
+
+class TopUp(StrEnum):
+    """What one look at the slots left came to."""
+
+    NOT_NEEDED = "not_needed"
+    OBTAINED = "obtained"
+    FAILED = "failed"
+
+
+class LeaseKeeper:
+    """Keeps certificate `cert_no` supplied: asks for `request_slots` more when `low_water` or fewer are left."""
+
+    def __init__(
+        self, config: LeaseConfig, cert_no: str | None, journal: Journal, requester: LeaseRequester,
+        gateway: PublicKey, issuers: KeyRing, *, clock: Callable[[], float] = time.time,
+    ) -> None:  # fmt: skip
+        self.config = config
+        self.cert_no = cert_no
+        self._journal = journal
+        self._requester = requester
+        self._gateway = gateway
+        self._issuers = issuers
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()  # one request at a time, whoever asks
+        self.requests = 0  # requests sent, for tests and health
+
+    def wake(self) -> None:
+        """Slots were used (the line wrote to the journal): look again soon."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Top up until cancelled; returns at once when automatic requests are off or no certificate is set."""
+        if not self.config.auto_request or self.cert_no is None:
+            log.info("automatic lease requests are off (%s)",
+                     "lease.auto_request = false" if not self.config.auto_request
+                     else "no lease.cert_no or line.certificate set")  # fmt: skip
+            return
+        backoff = Backoff(self.config.retry_min_s, self.config.retry_max_s)
+        while True:
+            self._wake.clear()
+            if not self._requester.connected.is_set():
+                await wait_event(self._requester.connected, self.config.check_interval_s)
+                continue
+            outcome = await self.top_up()
+            if outcome is TopUp.OBTAINED:
+                backoff.reset()
+                continue  # the platform may have granted fewer than asked: look again at once
+            if outcome is TopUp.NOT_NEEDED:
+                backoff.reset()
+                await wait_event(self._wake, self.config.check_interval_s)
+                continue
+            delay = backoff.next_delay()
+            log.info("certificate %s: asking for slots again in %.1f s", self.cert_no, delay)
+            await asyncio.sleep(delay)  # scans must not cut a backoff short, so no wake here
+
+    async def top_up(self) -> TopUp:
+        """Ask once if the certificate runs low; a refusal, silence or bad answer is logged, never raised."""
+        cert_no = self.cert_no
+        if cert_no is None:
+            return TopUp.NOT_NEEDED
+        async with self._lock:
+            try:
+                slots = await self.slots_wanted(cert_no)
+                if slots == 0:
+                    return TopUp.NOT_NEEDED
+                self.requests += 1
+                await request_lease(
+                    self._requester, self._journal, self._gateway, self._issuers, cert_no, slots,
+                    valid_s=self.config.valid_s, timeout=self.config.request_timeout_s, clock=self._clock,
+                )  # fmt: skip
+            except LeaseRefusedError as exc:
+                log.warning("certificate %s: no lease: %s", cert_no, exc)
+            except LeaseError as exc:
+                # An error, not a warning: a lease that fails its checks is forged, damaged or not ours.
+                log.error("certificate %s: refused the lease the platform sent (%s): %s; nothing stored",  # noqa: TRY400
+                          cert_no, exc.reason, exc)  # fmt: skip
+            except AgentError as exc:  # no answer, connection lost, journal refused the lease
+                log.warning("certificate %s: no lease: %s", cert_no, exc)
+            else:
+                return TopUp.OBTAINED
+            return TopUp.FAILED
+
+    async def slots_wanted(self, cert_no: str) -> int:
+        """How many slots to ask for now: 0 while more than `low_water` are left or the gateway holds them all."""
+        counts = await self._journal.counts(cert_no)
+        if counts.remaining > self.config.low_water:
+            return 0
+        unleased = await self._unleased(cert_no)
+        if unleased == 0:
+            log.debug("certificate %s: this gateway holds every slot; nothing to ask for", cert_no)
+            return 0
+        return self.config.request_slots if unleased is None else min(self.config.request_slots, unleased)
+
+    async def _unleased(self, cert_no: str) -> int | None:
+        """Slots of the certificate outside this gateway's active leases; None when no lease tells the quantity."""
+        leases = await self._journal.leases(cert_no)
+        if not leases:
+            return None
+        try:
+            quantity = verify(leases[0].cert_token, Certificate, self._issuers).quantity
+        except WireError:
+            return None  # the issuer key was unpinned since: let the platform say what is left
+        return max(quantity - sum(lease.size for lease in leases), 0)
+
+
+def keeper_certificate(config: AgentConfig) -> str | None:
+    """The certificate the keeper supplies: lease.cert_no, else line.certificate."""
+    return config.lease.cert_no or config.line.certificate
+
+
+async def request_once(
+    config: AgentConfig, journal: Journal, identity: GatewayIdentity, issuers: KeyRing, cert_no: str, slots: int
+) -> CheckedLease:
+    """Connect with the agent's MQTT settings, ask for one lease, check and store it, disconnect."""
+
+    def sign_checkpoint(seq: int, head: bytes) -> bytes:
+        return sign(Checkpoint(gw=identity.gw, seq=seq, head=head, at=int(time.time())), identity.key)
+
+    uplink = Uplink(
+        config.mqtt, identity.gw, journal, sign_checkpoint=sign_checkpoint, issuers=issuers,
+        name=config.gateway.name,
+    )  # fmt: skip
+    task = asyncio.create_task(uplink.run(), name=f"uplink {identity.gw}: request-lease")
+    try:
+        try:
+            await uplink.wait_connected(CLI_CONNECT_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise UplinkError(
+                f"could not reach the MQTT broker {config.mqtt.host}:{config.mqtt.port} within "
+                f"{CLI_CONNECT_TIMEOUT_S:.0f} s; check [mqtt] in the config and that the broker runs"
+            ) from exc
+        return await request_lease(
+            uplink, journal, identity.public, issuers, cert_no, slots,
+            valid_s=config.lease.valid_s, timeout=config.lease.request_timeout_s,
+        )  # fmt: skip
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
