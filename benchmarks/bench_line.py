@@ -243,7 +243,9 @@ def report(results: dict[str, Series], units: int, latencies_s: list[float]) -> 
         f"- Own cost per unit (median Line.scan, zero-latency device): **{own * 1e3:.2f} ms** (target <= 5 ms); "
         f"{own / bare:.2f} x the bare radio round trips measured alongside. Of it, {bare * 1e3:.2f} ms are the "
         f"radio round trips (with the simulated device's own verification), {journal * 1e3:.2f} ms the journal's "
-        f"two durable transactions, and {(own - bare - journal) * 1e3:.2f} ms the rest (lease check, reads, events).",
+        f"two durable transactions, and {(own - bare - journal) * 1e3:.2f} ms the rest (lease check, reads, events). "
+        "The journal's share is two fsyncs and depends on the disk (compare benchmarks/bench_journal.py); the line "
+        f"adds {(own - bare) * 1e3:.2f} ms to the bare radio round trips.",
     ]
     for latency_s in latencies_s:
         radio_time = ANSWERS_PER_UNIT * latency_s
