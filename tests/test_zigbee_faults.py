@@ -25,9 +25,9 @@ def line_with(keys: Keys, fault: Fault | LinkFault, times: int | None = 1) -> Si
     return make_line(keys, ZigbeeUnit(SN, OLD_PID, fault=fault, fault_times=times))
 
 
-async def rebadge_once(radio: ZigbeeRadio, keys: Keys, slot: int = 3) -> Status:
+async def rebadge_once(radio: ZigbeeRadio, keys: Keys, grant: bytes | None = None) -> Status:
     link = await open_link(radio, SN)
-    answer = await link.rebadge(keys.lease(), keys.grant(SN, slot), REBADGE_TIMEOUT)
+    answer = await link.rebadge(keys.lease(), grant or keys.grant(SN), REBADGE_TIMEOUT)
     return answer.status
 
 
@@ -101,7 +101,7 @@ async def test_duplicated_frames_both_ways_change_nothing(keys: Keys, tmp_path: 
     line = line_with(keys, LinkFault.DUPLICATE, times=None)
     grant = keys.grant(SN)
     async with running(line, tmp_path) as radio:
-        assert await rebadge_once(radio, keys) is Status.OK
+        assert await rebadge_once(radio, keys, grant) is Status.OK
         assert await settle(radio) == (NEW_PID, grant)
     node = line.node(SN)
     assert node.firmware.rebadge_requests == 1  # the repeated chunks made no second request
