@@ -127,7 +127,9 @@ async def platform(tmp_path: Path, clock: Clock) -> AsyncIterator[Platform]:
     await p.close()
 
 
-async def make_rig(platform: Platform, broker: PrivateBroker, state_dir: Path, quantity: int) -> Rig:
+async def make_rig(
+    platform: Platform, broker: PrivateBroker, state_dir: Path, quantity: int, protocol: str = "auto"
+) -> Rig:
     cert, _ = await platform.issue_certificate(
         factory="F1", original_pid=ORIGINAL_PID, new_pid=NEW_PID, quantity=quantity
     )
@@ -138,7 +140,15 @@ async def make_rig(platform: Platform, broker: PrivateBroker, state_dir: Path, q
     def sign_checkpoint(seq: int, head: bytes) -> bytes:
         return sign(Checkpoint(gw=identity.gw, seq=seq, head=head, at=int(time.time())), identity.key)
 
-    config = MqttConfig(host=broker.host, port=broker.port, reconnect_min_s=0.05, reconnect_max_s=0.2)
+    config = MqttConfig.model_validate(
+        {
+            "host": broker.host,
+            "port": broker.port,
+            "reconnect_min_s": 0.05,
+            "reconnect_max_s": 0.2,
+            "protocol": protocol,
+        }
+    )
     uplink = Uplink(
         config, identity.gw, journal, sign_checkpoint=sign_checkpoint,
         issuers=KeyRing([platform.issuer.public]), timing=FAST,
@@ -147,8 +157,10 @@ async def make_rig(platform: Platform, broker: PrivateBroker, state_dir: Path, q
 
 
 @asynccontextmanager
-async def rig_of(platform: Platform, broker: PrivateBroker, state_dir: Path, quantity: int = 20) -> AsyncIterator[Rig]:
-    rig = await make_rig(platform, broker, state_dir, quantity)
+async def rig_of(
+    platform: Platform, broker: PrivateBroker, state_dir: Path, quantity: int = 20, protocol: str = "auto"
+) -> AsyncIterator[Rig]:
+    rig = await make_rig(platform, broker, state_dir, quantity, protocol)
     try:
         async with running(rig.uplink.run(), "uplink"):
             await rig.uplink.wait_connected(WAIT_S)
@@ -407,6 +419,15 @@ async def test_an_answer_without_id_is_matched_by_mqtt5_correlation_data(rig: Ri
             await rig.ask(timeout=WAIT_S)
     assert refused.value.reason == "error"
     assert "try again in a while" in str(refused.value)
+
+
+async def test_mqtt_3_1_1_matches_answers_by_payload_id(
+    platform: Platform, broker: PrivateBroker, tmp_path: Path
+) -> None:
+    async with rig_of(platform, broker, tmp_path / "gw", protocol="3.1.1") as rig, worker_on(platform, broker):
+        assert rig.uplink.protocol == "3.1.1"
+        checked = await rig.ask(slots=3)
+    assert (checked.lease.slot_lo, checked.lease.slot_hi) == (0, 3)
 
 
 async def test_a_request_with_nobody_listening_times_out(rig: Rig) -> None:
