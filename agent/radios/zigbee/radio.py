@@ -151,11 +151,14 @@ class ZigbeeRadio(Radio):
         if self.app is not None:
             return
         await asyncio.to_thread(self.state_dir.mkdir, parents=True, exist_ok=True)
-        where = f"{self.config.radio_type} coordinator at {self.config.device}"
+        zconfig = self.zigpy_config()
+        library = self.app_class.__module__.partition(".")[0]
+        where = f"{library} coordinator at {zconfig[zigpy.config.CONF_DEVICE][zigpy.config.CONF_DEVICE_PATH]}"
         try:
-            app = await self.app_class.new(self.zigpy_config(), start_radio=False)
+            async with asyncio.timeout(STARTUP_TIMEOUT):
+                app = await self.app_class.new(zconfig, start_radio=False)
         except Exception as exc:  # a radio library fails in its own ways; the gateway reports them and runs on
-            raise RadioError(f"zigbee: the {where} could not be set up: {exc}") from exc
+            raise RadioError(f"zigbee: the {where} could not be set up: {exc!r}") from exc
         try:
             async with asyncio.timeout(STARTUP_TIMEOUT):
                 await app.startup(auto_form=True)
