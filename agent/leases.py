@@ -117,6 +117,7 @@ class LeaseKeeper:
     def __init__(
         self, config: LeaseConfig, cert_no: str | None, journal: Journal, requester: LeaseRequester,
         gateway: PublicKey, issuers: KeyRing, *, clock: Callable[[], float] = time.time,
+        on_lease: Callable[[CheckedLease], None] | None = None,
     ) -> None:  # fmt: skip
         self.config = config
         self.cert_no = cert_no
@@ -125,6 +126,7 @@ class LeaseKeeper:
         self._gateway = gateway
         self._issuers = issuers
         self._clock = clock
+        self._on_lease = on_lease  # e.g. the service republishes the certificate's progress (lease size grew)
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # one request at a time, whoever asks
         self.requests = 0  # requests sent, for tests and health
@@ -169,7 +171,7 @@ class LeaseKeeper:
                 if slots == 0:
                     return TopUp.NOT_NEEDED
                 self.requests += 1
-                await request_lease(
+                checked = await request_lease(
                     self._requester, self._journal, self._gateway, self._issuers, cert_no, slots,
                     valid_s=self.config.valid_s, timeout=self.config.request_timeout_s, clock=self._clock,
                 )  # fmt: skip
@@ -182,6 +184,8 @@ class LeaseKeeper:
             except AgentError as exc:  # no answer, connection lost, journal refused the lease
                 log.warning("certificate %s: no lease: %s", cert_no, exc)
             else:
+                if self._on_lease is not None:
+                    self._on_lease(checked)
                 return TopUp.OBTAINED
             return TopUp.FAILED
 

@@ -20,6 +20,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.certs.identity import GatewayIdentity
+from agent.certs.leases import CheckedLease
 from agent.cli import group
 from agent.config import LeaseConfig, MqttConfig
 from agent.errors import LeaseError, LeaseRefusedError, RequestTimeoutError
@@ -81,11 +82,13 @@ class Rig:
     def issuers(self) -> KeyRing:
         return KeyRing([self.platform.issuer.public])
 
-    def keeper(self, **lease: Any) -> LeaseKeeper:
+    def keeper(self, on_lease: Callable[[CheckedLease], None] | None = None, **lease: Any) -> LeaseKeeper:
         config = LeaseConfig(cert_no=self.cert_no, **{**KEEPER, **lease})
-        return LeaseKeeper(config, config.cert_no, self.journal, self.uplink, self.identity.public, self.issuers)
+        return LeaseKeeper(
+            config, config.cert_no, self.journal, self.uplink, self.identity.public, self.issuers, on_lease=on_lease
+        )
 
-    async def ask(self, slots: int = 4, timeout: float = 2.0) -> Any:
+    async def ask(self, slots: int = 4, timeout: float = 2.0) -> CheckedLease:
         return await request_lease(
             self.uplink, self.journal, self.identity.public, self.issuers, self.cert_no, slots,
             valid_s=None, timeout=timeout,
@@ -246,7 +249,8 @@ async def _has_lease(rig: Rig) -> bool:
 
 
 async def test_keeper_tops_up_when_remaining_reaches_low_water(platform: Platform, rig: Rig) -> None:
-    keeper = rig.keeper(low_water=2, request_slots=4)
+    told: list[str] = []
+    keeper = rig.keeper(lambda checked: told.append(checked.lease.lease_id), low_water=2, request_slots=4)
     async with worker_on(platform, rig.broker), running(keeper.run(), "keeper"):
         await until(lambda: _has_lease(rig))
         await rig.spend(1)
@@ -261,6 +265,7 @@ async def test_keeper_tops_up_when_remaining_reaches_low_water(platform: Platfor
     assert after[-1].lease_id != after[0].lease_id  # the reservation moved on into the new lease
     assert await rig.remaining() == 3
     assert keeper.requests == 2
+    assert told == [lease.lease_id for lease in await rig.journal.leases(rig.cert_no)]
 
 
 async def _lease_count(rig: Rig, n: int) -> bool:
