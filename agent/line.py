@@ -174,18 +174,49 @@ class Line:
 
     async def _find(self, scan: _Scan, stack: AsyncExitStack) -> DeviceLink:
         known = [r for r in self.radios if await r.knows(scan.sn)]
-        ordered = known + [r for r in self.radios if r not in known]
-        per_radio = self.config.find_timeout_s / max(1, len(ordered)) if not known else self.config.find_timeout_s
         errors: list[str] = []
-        for radio in ordered:
+        # A radio that has seen the SN is asked alone first: asking the others makes them probe their own goods.
+        # Otherwise every radio is asked at once, so a radio that cannot find the unit (or is slow) costs the
+        # scan no more than the one that can.
+        for radios in (known, [r for r in self.radios if r not in known]):
+            found = await self._first_link(scan.sn, radios, errors) if radios else None
+            if found is not None:
+                radio, link = found
+                stack.push_async_callback(link.close)
+                scan.radio = radio.kind.value
+                return link
+        raise Refused("not_found", f"no device {scan.sn} answered ({'; '.join(errors) or 'no radio configured'})")
+
+    async def _first_link(self, sn: str, radios: list[Radio], errors: list[str]) -> tuple[Radio, DeviceLink] | None:
+        """Ask `radios` at once; the first link to `sn` wins and the other radios are called off."""
+        found: list[tuple[Radio, DeviceLink]] = []
+        tasks: list[asyncio.Task[None]] = []
+
+        async def ask(radio: Radio) -> None:
             try:
-                link = await stack.enter_async_context(radio.connect(scan.sn, per_radio))
+                link = await radio.open(sn, self.config.find_timeout_s)
             except RadioError as exc:
                 errors.append(f"{radio.kind.value}: {exc}")
-                continue
-            scan.radio = radio.kind.value
-            return link
-        raise Refused("not_found", f"no device {scan.sn} answered ({'; '.join(errors) or 'no radio configured'})")
+                return
+            if found:  # two radios reached one SN at once: keep the first link only
+                await link.close()
+                return
+            found.append((radio, link))
+            for task in tasks:
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks.extend(tg.create_task(ask(r), name=f"find:{sn}:{r.kind.value}") for r in radios)
+        except BaseException as exc:
+            for _, link in found:
+                await link.close()
+            # A fault of one driver surfaces as itself, as when the radios were asked one by one.
+            if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+                raise exc.exceptions[0] from None
+            raise
+        return found[0] if found else None
 
     async def _info(self, scan: _Scan, link: DeviceLink, *, sent: bool) -> device.InfoResponse:
         info = await link.info(self.config.info_timeout_s)

@@ -93,6 +93,8 @@ class AgentService:
         self.uplink: Uplink | None = None
         self.journal: Journal | None = None
         self.keeper: LeaseKeeper | None = None
+        self._progress_due: set[str] = set()
+        self._progress_wake = asyncio.Event()
 
     @property
     def gw(self) -> str:
@@ -133,7 +135,7 @@ class AgentService:
 
         self.line = Line(
             journal, radios, self.identity, self.issuers, self.config.line, debug=self.config.debug,
-            on_event=self._publish_event, on_progress=uplink.publish_progress, on_records=records_changed,
+            on_event=self._publish_event, on_records=records_changed,
         )  # fmt: skip
         for radio in radios:
             await radio.start()
@@ -143,8 +145,9 @@ class AgentService:
             await run_scanners(self.config.scanner, self.scan, tg)
             tg.create_task(self._watchdog(), name="watchdog")
             tg.create_task(self._health(journal, uplink), name="health")
-            for cert_no in await journal.cert_nos():
-                await uplink.publish_progress(await self.line.progress(cert_no))
+            self._progress_due.update(await journal.cert_nos())
+            self._progress_wake.set()
+            tg.create_task(self._progress(uplink), name="progress")
             self._notifier.send(READY="1", STATUS=f"gateway {self.gw} ready")
             log.info("gateway %s (%s) ready: radios %s", self.gw, self.config.gateway.name,
                      ", ".join(r.kind.value for r in radios))  # fmt: skip
@@ -161,11 +164,24 @@ class AgentService:
     async def _publish_event(self, event: ScanEvent) -> None:
         assert self.uplink is not None
         await self.uplink.publish_event(event)
+        if event.cert_no:
+            self._progress_due.add(event.cert_no)
+            self._progress_wake.set()
         if self._on_event is not None:
             await self._on_event(event)
 
     def _sign_checkpoint(self, seq: int, head: bytes) -> bytes:
         return sign(Checkpoint(gw=self.gw, seq=seq, head=head, at=int(time.time())), self.identity.key)
+
+    async def _progress(self, uplink: Uplink) -> None:
+        """Publish the counts of certificates that changed, off the scan's path and coalesced under load."""
+        assert self.line is not None
+        while True:
+            await self._progress_wake.wait()
+            self._progress_wake.clear()
+            due, self._progress_due = self._progress_due, set()
+            for cert_no in sorted(due):
+                await uplink.publish_progress(await self.line.progress(cert_no))
 
     async def _watchdog(self) -> None:
         while True:

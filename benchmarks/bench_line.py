@@ -114,7 +114,7 @@ async def line_series(root: Path, name: str, units: int, latency_s: float) -> As
             radio = WifiRadio(WifiConfig(bind_address="127.0.0.1", discovery_port=free_port()), static_devices=found)
             await radio.start()
             config = LineConfig(find_timeout_s=TIMEOUT_S, info_timeout_s=TIMEOUT_S, rebadge_timeout_s=TIMEOUT_S)
-            line = Line(journal, [radio], identity, KeyRing([ISSUER.public]), config, on_event=_sink, on_progress=_sink)
+            line = Line(journal, [radio], identity, KeyRing([ISSUER.public]), config, on_event=_sink)
 
             async def scan(sn: str) -> None:
                 event = await line.scan(sn)

@@ -63,11 +63,12 @@ def check_lease(
         )
     if not 0 <= lease.slot_lo < lease.slot_hi <= cert.quantity:
         raise LeaseError(f"lease {lease.lease_id} slots lie outside its certificate", reason="certificate_mismatch")
-    _check_window(lease, cert, now)
+    check_window(lease, cert, now)
     return CheckedLease(lease, lease_token, cert, cert_token)
 
 
-def _check_window(lease: Lease, cert: Certificate, now: float) -> None:
+def check_window(lease: Lease, cert: Certificate, now: float) -> None:
+    """Refuse a certificate or lease outside its validity window at `now`."""
     if now < cert.nbf:
         raise LeaseError(f"certificate {cert.cert_no} is not valid before {cert.nbf}", reason="not_yet_valid")
     if now >= cert.exp:
