@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from agent.certs.identity import GatewayIdentity
 from agent.config import AgentConfig, parse_config
 from agent.journal import Counts, Journal
+from agent.radios.base import Radio as AgentRadio
 from agent.service import JOURNAL_FILE, AgentService, load_lease_file
 from cloud_bridge.platform import Platform
 from cloud_bridge.store.schema import confirmations, gateway_heads, records
@@ -358,9 +359,9 @@ class RunningAgent:
 
 
 @asynccontextmanager
-async def running_agent(config: AgentConfig) -> AsyncIterator[RunningAgent]:
-    """The agent service built from `config` (its own Wi-Fi radio), ready to scan; stopped on exit."""
-    service = AgentService(config)
+async def running_agent(config: AgentConfig, radios: Sequence[AgentRadio] | None = None) -> AsyncIterator[RunningAgent]:
+    """The agent service built from `config` (its own radios, or `radios`), ready to scan; stopped on exit."""
+    service = AgentService(config, radios=radios)
     async with running(service.run(), "e2e:agent") as task:
         ready = asyncio.create_task(service.ready.wait(), name="e2e:agent-ready")
         try:
