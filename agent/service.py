@@ -125,8 +125,9 @@ class AgentService:
         )  # fmt: skip
         self.uplink = uplink
         keeper = LeaseKeeper(
-            self.config.lease, keeper_certificate(self.config), journal, uplink, self.identity.public, self.issuers
-        )
+            self.config.lease, keeper_certificate(self.config), journal, uplink, self.identity.public, self.issuers,
+            on_lease=lambda checked: self._progress_changed(checked.lease.cert_no),
+        )  # fmt: skip
         self.keeper = keeper
 
         def records_changed() -> None:
@@ -165,13 +166,16 @@ class AgentService:
         assert self.uplink is not None
         await self.uplink.publish_event(event)
         if event.cert_no:
-            self._progress_due.add(event.cert_no)
-            self._progress_wake.set()
+            self._progress_changed(event.cert_no)
         if self._on_event is not None:
             await self._on_event(event)
 
     def _sign_checkpoint(self, seq: int, head: bytes) -> bytes:
         return sign(Checkpoint(gw=self.gw, seq=seq, head=head, at=int(time.time())), self.identity.key)
+
+    def _progress_changed(self, cert_no: str) -> None:
+        self._progress_due.add(cert_no)
+        self._progress_wake.set()
 
     async def _progress(self, uplink: Uplink) -> None:
         """Publish the counts of certificates that changed, off the scan's path and coalesced under load."""

@@ -60,6 +60,7 @@ async def build_wifi_line(
     announce_interval: float = ANNOUNCE_INTERVAL,
     state_dir: Path | None = None,
     mcu_timeout: float = MCU_REPLY_TIMEOUT,
+    latency_s: float = 0.0,
 ) -> AsyncIterator[WifiLine]:
     """Start one WifiDevice per unit on loopback (general firmware with its MCU on a pty); stops all on exit."""
     seen: set[str] = set()
@@ -86,6 +87,7 @@ async def build_wifi_line(
                 announce_interval=announce_interval,
                 link_fault=spec.link_fault,
                 link_fault_times=spec.fault_times,
+                latency_s=latency_s,
             )
             line[spec.sn] = await stack.enter_async_context(device)
         yield line
