@@ -215,7 +215,10 @@ def parse_config(data: Mapping[str, Any], source: str, env: Mapping[str, str] | 
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"])
             got = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
-            lines.append(f"  {where}: {err['msg']}{got}")
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key; check its spelling against 'rebadge agent config-example'"
+            lines.append(f"  {where}: {msg}{got}")
         raise ConfigError(f"{source}: the configuration is not valid:\n" + "\n".join(lines)) from exc
 
 
