@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from cloud_bridge import products
 from cloud_bridge.accounts import Actor, Role, get_org
 from cloud_bridge.errors import ConflictError, InvalidRequestError, NotFoundError
-from cloud_bridge.store.schema import activations, certificates, confirmations, leases
+from cloud_bridge.store.queries import confirmed_per_cert
+from cloud_bridge.store.schema import activations, certificates, leases
 from cloud_bridge.store.schema import products as product_table
 from wire.errors import MalformedError
 from wire.ids import SHORT_PID_LEN, check_pid
@@ -254,7 +255,7 @@ async def revoke(conn: AsyncConnection, actor: Actor, cert_no: str, *, comment: 
 
 
 def _credential_query() -> Select[Any]:
-    confirmed = select(confirmations.c.cert_no, func.count().label("n")).group_by(confirmations.c.cert_no).subquery()
+    confirmed = confirmed_per_cert()
     activated = select(activations.c.cert_no, func.count().label("n")).group_by(activations.c.cert_no).subquery()
     return (
         select(

@@ -17,10 +17,10 @@ from cloud_bridge.errors import CloudError
 from cloud_bridge.platform import DEFAULT_CERT_VALID_S, DEFAULT_LEASE_VALID_S, Platform
 from cloud_bridge.service import ServeConfig, signal_event, until_signalled
 from cloud_bridge.service import serve as serve_platform
+from cloud_bridge.store.queries import confirmed_per_cert
 from cloud_bridge.store.schema import (
     anomalies,
     certificates,
-    confirmations,
     gateway_heads,
     gateways,
     issuer_keys,
@@ -258,7 +258,7 @@ async def status(data_dir: Path, db_url: str | None, cert_no: str | None) -> Non
 
 async def _status_lines(conn: Any, cert_no: str | None) -> list[str]:
     lines = [f"issuer key: {await _issuer_hex(conn)}"]
-    counted = select(confirmations.c.cert_no, func.count().label("n")).group_by(confirmations.c.cert_no).subquery()
+    counted = confirmed_per_cert()
     query = select(certificates, func.coalesce(counted.c.n, 0).label("confirmed")).outerjoin(
         counted, counted.c.cert_no == certificates.c.cert_no
     )

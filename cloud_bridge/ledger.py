@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Row, and_, func, select, tuple_, update
+from sqlalchemy import Row, and_, func, or_, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloud_bridge import anomalies
 from cloud_bridge.anomalies import AnomalyEvent, AnomalyKind
 from cloud_bridge.errors import CloudError
 from cloud_bridge.leases import LeaseState, held_ranges
+from cloud_bridge.store.queries import confirmed_per_cert
 from cloud_bridge.store.schema import anomalies as anomaly_table
-from cloud_bridge.store.schema import certificates, confirmations, gateway_heads, leases, records
+from cloud_bridge.store.schema import cert_counts, certificates, confirmations, gateway_heads, gateways, leases, records
 from cloud_bridge.verify import VerifiedBatch
 from wire.records import Record, RecordKind
 
@@ -49,10 +53,20 @@ class HeadMovedError(CloudError):
     """The head changed under the compare-and-set (only without a row lock); the caller retries."""
 
 
-async def apply(conn: AsyncConnection, batch: VerifiedBatch, now: int, payload: bytes) -> Applied:
-    """Apply a verified batch against the gateway's stored head (locked for the transaction)."""
-    head_row = (await conn.execute(select(gateway_heads).where(gateway_heads.c.gw == batch.gw).with_for_update())).one()
-    stored_seq, stored_head = int(head_row.seq), bytes(head_row.head)
+async def lock_gateway(conn: AsyncConnection, gw: str) -> Row[Any] | None:
+    """The gateway with its stored head (seq, head), the head row locked for the transaction; None if unknown."""
+    query = (
+        select(gateways, gateway_heads.c.seq, gateway_heads.c.head)
+        .join(gateway_heads, gateway_heads.c.gw == gateways.c.gw)
+        .where(gateways.c.gw == gw)
+        .with_for_update(of=gateway_heads)
+    )
+    return (await conn.execute(query)).first()
+
+
+async def apply(conn: AsyncConnection, batch: VerifiedBatch, head: Row[Any], now: int, payload: bytes) -> Applied:
+    """Apply a verified batch against the gateway's stored head, locked by `lock_gateway` in this transaction."""
+    stored_seq, stored_head = int(head.seq), bytes(head.head)
     result = Applied(Outcome.WAITING, batch.gw, stored_seq, stored_head)
     if batch.from_seq > stored_seq + 1:
         log.info("gateway %s: batch from seq %d waits for seq %d", batch.gw, batch.from_seq, stored_seq + 1)
@@ -154,6 +168,7 @@ async def _store(conn: AsyncConnection, batch: VerifiedBatch, start: int, now: i
     await conn.execute(records.insert(), rows)
     if checker.new_confirmations:
         await conn.execute(confirmations.insert(), checker.new_confirmations)
+        await _count(conn, batch.gw, Counter(str(c["cert_no"]) for c in checker.new_confirmations))
     result.stored = len(rows)
     result.certs |= checker.certs
 
@@ -191,23 +206,26 @@ class _Checker:
         ended = {r.lease_id for r in by_id.values() if r.state in LeaseState.ENDED_WITH_RETURN}
         held = await held_ranges(conn, ended) if ended else {}
         pairs = [(r.lease_id, r.slot) for r in confirmed]
-        slot_rows = await conn.execute(
-            select(confirmations.c.lease_id, confirmations.c.slot, confirmations.c.sn).where(
-                tuple_(confirmations.c.lease_id, confirmations.c.slot).in_(pairs)
-            )
-        )
         certs = {r.cert_no for r in by_id.values()}
-        sn_rows = await conn.execute(
-            select(confirmations.c.cert_no, confirmations.c.sn, confirmations.c.lease_id, confirmations.c.slot).where(
-                and_(confirmations.c.cert_no.in_(certs), confirmations.c.sn.in_({r.sn for r in confirmed}))
+        # One query for both: who holds these slots, and where these SNs were confirmed in these certificates.
+        rows = (
+            await conn.execute(
+                select(
+                    confirmations.c.cert_no, confirmations.c.sn, confirmations.c.lease_id, confirmations.c.slot
+                ).where(
+                    or_(
+                        tuple_(confirmations.c.lease_id, confirmations.c.slot).in_(pairs),
+                        and_(confirmations.c.cert_no.in_(certs), confirmations.c.sn.in_({r.sn for r in confirmed})),
+                    )
+                )
             )
-        )
+        ).all()
         return cls(
             gw,
             held,
             by_id,
-            {(r.lease_id, r.slot): r.sn for r in slot_rows},
-            {(r.cert_no, r.sn): (r.lease_id, r.slot) for r in sn_rows},
+            {(r.lease_id, r.slot): r.sn for r in rows},
+            {(r.cert_no, r.sn): (r.lease_id, r.slot) for r in rows},
         )
 
     async def check(self, conn: AsyncConnection, rec: Record, now: int, result: Applied) -> bool:
@@ -290,17 +308,24 @@ def _where(rec: Record) -> str:
     return f"record {rec.seq} (SN {rec.sn}, lease {rec.lease_id}, slot {rec.slot})"
 
 
+async def _count(conn: AsyncConnection, gw: str, added: Counter[str]) -> None:
+    insert = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
+    for cert_no, n in added.items():
+        stmt = insert(cert_counts).values(cert_no=cert_no, gw=gw, confirmed=n)
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[cert_counts.c.cert_no, cert_counts.c.gw],
+                set_={"confirmed": cert_counts.c.confirmed + stmt.excluded.confirmed},
+            )
+        )
+
+
 async def confirmed_counts(conn: AsyncConnection, cert_nos: set[str]) -> dict[str, tuple[int, int]]:
     """cert_no -> (confirmed, quantity) for the named certificates."""
-    counted = (
-        select(confirmations.c.cert_no, func.count().label("n"))
-        .where(confirmations.c.cert_no.in_(cert_nos))
-        .group_by(confirmations.c.cert_no)
-        .subquery()
-    )
+    n = confirmed_per_cert()
     rows = await conn.execute(
-        select(certificates.c.cert_no, certificates.c.quantity, func.coalesce(counted.c.n, 0))
-        .outerjoin(counted, counted.c.cert_no == certificates.c.cert_no)
+        select(certificates.c.cert_no, certificates.c.quantity, func.coalesce(n.c.n, 0))
+        .outerjoin(n, n.c.cert_no == certificates.c.cert_no)
         .where(certificates.c.cert_no.in_(cert_nos))
     )
     return {r[0]: (int(r[2]), int(r[1])) for r in rows}

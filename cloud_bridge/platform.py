@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cloud_bridge import accounts, activation, certificates, gateways, issuer, leases, ledger, requests
@@ -20,7 +20,7 @@ from cloud_bridge.anomalies import store as store_anomaly
 from cloud_bridge.leases import LeasePolicy
 from cloud_bridge.ledger import Outcome
 from cloud_bridge.store.engine import create_engine, migrate, sqlite_url
-from cloud_bridge.store.schema import confirmations, issuer_keys
+from cloud_bridge.store.schema import issuer_keys
 from cloud_bridge.verify import BatchRejectedError, parse_batch, verify_batch
 from wire.keys import PublicKey, SigningKey
 from wire.lease_request import LeaseAnswer, ReleaseAnswer
@@ -199,10 +199,8 @@ class Platform:
     async def confirmed_count(self, cert_no: str) -> int:
         """Distinct (lease, slot) confirmed by verified records of this certificate."""
         async with self.engine.connect() as conn:
-            result = await conn.execute(
-                select(func.count()).select_from(confirmations).where(confirmations.c.cert_no == cert_no)
-            )
-            return int(result.scalar_one())
+            counts = await ledger.confirmed_counts(conn, {cert_no})
+        return counts.get(cert_no, (0, 0))[0]
 
     async def ingest(self, payload: bytes, *, topic_gw: str | None = None) -> IngestResult:
         """Verify one `records` payload and apply it to the ledger; never raises for bad input."""
@@ -235,7 +233,7 @@ class Platform:
         self, conn: AsyncConnection, payload: bytes, topic_gw: str | None, now: int
     ) -> ledger.Applied:
         batch = parse_batch(payload, topic_gw)
-        row = await gateways.find(conn, batch.gw)
+        row = await ledger.lock_gateway(conn, batch.gw)
         if row is None:
             raise BatchRejectedError(
                 f"batch from unknown gateway {batch.gw}; register its key first",
@@ -249,4 +247,4 @@ class Platform:
                 gw=batch.gw,
             )
         verified = verify_batch(batch, PublicKey(bytes(row.public_key)))
-        return await ledger.apply(conn, verified, now, payload)
+        return await ledger.apply(conn, verified, row, now, payload)

@@ -34,9 +34,10 @@ KEEPALIVE_S = 30
 LEASE_SWEEP_S = 60.0
 
 
-def _reraise_cancellation(exc: BaseException) -> None:
-    # aiomqtt's __aexit__ can turn a cancellation into an MqttError when the disconnect times out;
-    # a cancelled worker must stop, not reconnect.
+def _stop_if_cancelled(exc: BaseException | None = None) -> None:
+    # Python 3.11's asyncio.wait_for (which aiomqtt awaits publishes and acks with) can swallow a cancellation
+    # that races a reply, and aiomqtt's __aexit__ can turn one into an MqttError. TaskGroup cancels a child only
+    # once, so a swallowed cancellation would leave the worker running forever: check for a pending request.
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError from exc
@@ -111,6 +112,7 @@ class IngestWorker:
             else:
                 if ended:
                     log.info("ended %d expired leases; their unused slots are free again", ended)
+            _stop_if_cancelled()
             await asyncio.sleep(self.sweep_s)
 
     async def _connection_loop(self) -> None:
@@ -119,13 +121,14 @@ class IngestWorker:
             try:
                 await self._session()
             except aiomqtt.MqttError as exc:
-                _reraise_cancellation(exc)
+                _stop_if_cancelled(exc)
                 log.warning(
                     "MQTT connection to %s:%d lost or refused (%s); retrying in %.1fs", self.host, self.port, exc, delay
                 )
             finally:
                 self.ready.clear()
                 self.lost.set()
+            _stop_if_cancelled()
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, self._reconnect[1])
 
@@ -151,8 +154,10 @@ class IngestWorker:
             log.info("worker %s subscribed on %s:%d", self.client_id, self.host, self.port)
             self.lost.clear()
             self.ready.set()
+            _stop_if_cancelled()
             async for message in client.messages:
                 await self._on_message(client, message)
+                _stop_if_cancelled()
         finally:
             await _disconnect(client)
 

@@ -45,6 +45,12 @@ async def test_first_schema_with_data_migrates_to_newest(db_url: str | None, tmp
             ),
             {"t": b"token"},
         )
+        await conn.execute(
+            text(
+                "INSERT INTO confirmations (lease_id, slot, cert_no, sn, gw, seq, at) "
+                "VALUES ('L1', 3, 'RC000001', 'SN0003', 'g1', 2, 1)"
+            )
+        )
     await engine.dispose()
     platform = await Platform.open(data_dir, db_url=db_url)
     try:
@@ -55,5 +61,6 @@ async def test_first_schema_with_data_migrates_to_newest(db_url: str | None, tmp
         assert (cert.cert_no, cert.quantity, cert.org_id) == ("RC000001", 7, None)
         assert (lease.lease_id, lease.slot_hi, lease.release_seq) == ("L1", 7, None)
         assert version != FIRST
+        assert await platform.confirmed_count("RC000001") == 1  # counters built from the stored confirmations
     finally:
         await platform.close()

@@ -19,9 +19,10 @@ from tests.test_cloud_helpers import (  # noqa: F401  (fixtures)
     fixture_pg_run,
     fixture_platform,
 )
+from wire.cbor import dumps
 from wire.keys import KeyRing, SigningKey
-from wire.records import RecordKind
-from wire.tokens import Ack, Certificate, Lease, decode_bundle, token_hash, verify
+from wire.records import Batch, RecordKind
+from wire.tokens import Ack, Certificate, Checkpoint, Lease, decode_bundle, sign, token_hash, verify
 
 
 async def _cert(p: Platform, quantity: int = 10) -> str:
@@ -214,3 +215,29 @@ async def test_revoked_gateway_batches_are_kept_as_anomalies(platform: Platform)
     assert result.outcome == Outcome.REJECTED
     assert result.anomalies[0].kind == AnomalyKind.REVOKED_GATEWAY
     assert await platform.confirmed_count(cert_no) == 0
+
+
+async def test_broken_chains_and_incomplete_records_are_refused(platform: Platform) -> None:
+    cert_no = await _cert(platform)
+    j = Journal()
+    lease, _, _ = await platform.issue_lease(cert_no, j.key.public, 5)
+    j.confirm(lease.lease_id, 0, "SN0001")
+    j.confirm(lease.lease_id, 1, "SN0002")
+    edited = Journal(j.key)
+    edited.records = [*j.records[:2], j.records[2].model_copy(update={"sn": "SN0666"}), j.records[3]]
+    broken = await platform.ingest(edited.batch(), topic_gw=j.gw)
+    assert broken.outcome == Outcome.REJECTED
+    assert broken.anomalies[0].kind == AnomalyKind.BROKEN_CHAIN
+    assert broken.anomalies[0].seq == 4
+    body = j.records[0].model_dump(mode="python")
+    del body["reason"]  # decodes (reason has a default) but is not the canonical encoding that was hashed
+    short = Batch(
+        gw=j.gw,
+        from_seq=1,
+        records=[dumps(body)],
+        checkpoint=sign(Checkpoint(gw=j.gw, seq=1, head=j.records[0].digest(), at=0), j.key),
+    ).to_cbor()
+    incomplete = await platform.ingest(short, topic_gw=j.gw)
+    assert incomplete.anomalies[0].kind == AnomalyKind.MALFORMED
+    assert "leaves out fields" in incomplete.anomalies[0].message
+    assert await _stored(platform, j.gw) == []

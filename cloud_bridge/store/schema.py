@@ -178,6 +178,17 @@ confirmations = Table(
     Index("ix_confirmations_cert_sn", "cert_no", "sn"),
 )
 
+# Confirmations counted per certificate and gateway, kept in step with `confirmations` in the same transaction:
+# progress reads a handful of rows instead of counting every confirmation, and each gateway updates only its own
+# row (its head lock already serialises it), so workers do not queue on one hot counter.
+cert_counts = Table(
+    "cert_counts",
+    metadata,
+    Column("cert_no", String(12), ForeignKey("certificates.cert_no"), primary_key=True),
+    Column("gw", String(16), ForeignKey("gateways.gw"), primary_key=True),
+    Column("confirmed", BigInteger, nullable=False),
+)
+
 # One row per (lease, slot) activated in the field; an SN activates once per certificate.
 activations = Table(
     "activations",
@@ -211,6 +222,7 @@ __all__ = [
     "accounts",
     "activations",
     "anomalies",
+    "cert_counts",
     "certificates",
     "confirmations",
     "gateway_heads",
