@@ -19,18 +19,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import machine, write_section
+from common import machine, sim_wifi_goods, write_section
 
 from agent.certs.identity import GatewayIdentity
 from agent.config import LineConfig, WifiConfig
@@ -48,7 +46,6 @@ FAR = 4_000_000_000
 WARMUP = 20
 ANSWERS_PER_UNIT = 3  # info, rebadge, info
 TIMEOUT_S = 5.0
-SIM_START_TIMEOUT_S = 60.0
 SECTION = "## Agent per unit (Wi-Fi)"
 
 
@@ -72,28 +69,9 @@ def tokens(gateway: SigningKey, units: int) -> tuple[Lease, bytes, Certificate, 
     return lease, sign(lease, ISSUER), cert, cert_token
 
 
-@asynccontextmanager
-async def devices(prefix: str, n: int, latency_s: float) -> AsyncIterator[dict[str, tuple[str, int]]]:
+def devices(prefix: str, n: int, latency_s: float) -> AbstractAsyncContextManager[dict[str, tuple[str, int]]]:
     """`n` simulated Wi-Fi goods in a process of their own (`rebadge sim wifi`), as real goods are other hardware."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "rebadge.cli", "sim", "wifi", "--units", str(n), "--prefix", prefix, "--pid", OLD,
-        "--issuer-key", ISSUER.public.raw.hex(), "--latency-ms", str(latency_s * 1000),
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    found: dict[str, tuple[str, int]] = {}
-    try:
-        async with asyncio.timeout(SIM_START_TIMEOUT_S):
-            while (line := (await proc.stdout.readline()).decode().strip()) != "ready":
-                if not line:
-                    raise RuntimeError("rebadge sim wifi stopped before it was ready")
-                unit = json.loads(line)
-                found[unit["sn"]] = (unit["host"], unit["port"])
-        yield found
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-        await proc.wait()
+    return sim_wifi_goods(ISSUER.public, prefix, n, pid=OLD, latency_s=latency_s)
 
 
 @dataclass

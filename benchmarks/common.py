@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import json
 import os
 import platform
 import re
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+from wire.keys import PublicKey
+
 DOC_TITLE = "# Benchmarks"
+SIM_START_TIMEOUT_S = 60.0
 
 
 def machine() -> str:
@@ -34,3 +42,33 @@ def write_section(doc: Path, section: str, lines: list[str]) -> None:
         end = text.find("\n## ", start + len(section))
         text = text[:start] + body + ("" if end < 0 else text[end:])
     doc.write_text(text)
+
+
+@asynccontextmanager
+async def sim_wifi_goods(
+    issuer: PublicKey, prefix: str, units: int, *, pid: str, latency_s: float,
+    announce_to: tuple[str, int] | None = None,
+) -> AsyncIterator[dict[str, tuple[str, int]]]:  # fmt: skip
+    """`units` simulated Wi-Fi goods in a process of their own (`rebadge sim wifi`), as real goods are other
+    hardware; yields each SN's address, and stops the process on exit."""
+    args = ["--units", str(units), "--prefix", prefix, "--pid", pid, "--issuer-key", issuer.raw.hex()]
+    args += ["--latency-ms", str(latency_s * 1000)]
+    if announce_to is not None:
+        args += ["--announce-to", f"{announce_to[0]}:{announce_to[1]}"]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "rebadge.cli", "sim", "wifi", *args, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    found: dict[str, tuple[str, int]] = {}
+    try:
+        async with asyncio.timeout(SIM_START_TIMEOUT_S):
+            while (line := (await proc.stdout.readline()).decode().strip()) != "ready":
+                if not line:
+                    raise RuntimeError("rebadge sim wifi stopped before it was ready")
+                unit = json.loads(line)
+                found[unit["sn"]] = (unit["host"], unit["port"])
+        yield found
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
