@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Row, and_, func, or_, select, tuple_, update
+from sqlalchemy import Row, and_, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -205,27 +205,28 @@ class _Checker:
         by_id = {r.lease_id: r for r in lease_rows}
         ended = {r.lease_id for r in by_id.values() if r.state in LeaseState.ENDED_WITH_RETURN}
         held = await held_ranges(conn, ended) if ended else {}
-        pairs = [(r.lease_id, r.slot) for r in confirmed]
         certs = {r.cert_no for r in by_id.values()}
-        # One query for both: who holds these slots, and where these SNs were confirmed in these certificates.
-        rows = (
-            await conn.execute(
-                select(
-                    confirmations.c.cert_no, confirmations.c.sn, confirmations.c.lease_id, confirmations.c.slot
-                ).where(
-                    or_(
-                        tuple_(confirmations.c.lease_id, confirmations.c.slot).in_(pairs),
-                        and_(confirmations.c.cert_no.in_(certs), confirmations.c.sn.in_({r.sn for r in confirmed})),
-                    )
-                )
+        columns = (confirmations.c.cert_no, confirmations.c.sn, confirmations.c.lease_id, confirmations.c.slot)
+        # Two index-friendly lookups (an OR of both, or a row-value IN, makes SQLite scan the table):
+        # who holds these slots (primary key prefix), and where these SNs were confirmed (cert_no, sn index).
+        wanted = {(r.lease_id, r.slot) for r in confirmed}
+        slot_rows = await conn.execute(
+            select(*columns).where(
+                confirmations.c.lease_id.in_(lease_ids), confirmations.c.slot.in_({r.slot for r in confirmed})
             )
-        ).all()
+        )
+        holders = {(r.lease_id, r.slot): r.sn for r in slot_rows if (r.lease_id, r.slot) in wanted}
+        sn_rows = await conn.execute(
+            select(*columns).where(
+                confirmations.c.cert_no.in_(certs), confirmations.c.sn.in_({r.sn for r in confirmed})
+            )
+        )
         return cls(
             gw,
             held,
             by_id,
-            {(r.lease_id, r.slot): r.sn for r in rows},
-            {(r.cert_no, r.sn): (r.lease_id, r.slot) for r in rows},
+            holders,
+            {(r.cert_no, r.sn): (r.lease_id, r.slot) for r in sn_rows},
         )
 
     async def check(self, conn: AsyncConnection, rec: Record, now: int, result: Applied) -> bool:
