@@ -270,7 +270,8 @@ async def test_a_concurrent_run_matches_the_platforms_verified_count(tmp_path: P
             (Result.REFUSED, "unsupported_firmware"): 1,
         }, by_result
         confirmed = {e.sn: e for e in events if e.result is Result.CONFIRMED}
-        assert general_ble not in confirmed
+        refused_ble = next(e for e in events if e.sn == general_ble)
+        assert (refused_ble.result, refused_ble.reason) == (Result.REFUSED, "unsupported_firmware")
         assert {e.radio for e in confirmed.values()} == {r.value for r in RADIOS}
         assert all(e.radio == radio_of[sn].value for sn, e in confirmed.items())
         for e in events:
@@ -278,9 +279,8 @@ async def test_a_concurrent_run_matches_the_platforms_verified_count(tmp_path: P
             assert (firmware.state.pid == NEW_PID) is (e.sn in confirmed)
             if e.result is Result.REFUSED:
                 assert firmware.rebadge_requests == 0, e.sn
-        # The general-firmware Wi-Fi unit took its PID through its MCU, which the read-back asked.
-        if general_wifi in confirmed:
-            assert line.goods.wifi.mcus[general_wifi].pid == NEW_PID
+        # A general-firmware Wi-Fi unit holds its PID in its MCU: confirmed means the MCU took the new one.
+        assert line.goods.wifi.mcus[general_wifi].pid == (NEW_PID if general_wifi in confirmed else ORIGINAL_PID)
 
         counts = await line.agent.counts(line.cloud.cert.cert_no)
         assert (counts.confirmed, counts.in_doubt, counts.remaining) == (quota, 0, 0)
@@ -293,3 +293,7 @@ async def test_a_concurrent_run_matches_the_platforms_verified_count(tmp_path: P
         assert {slot for _, slot in slots} == set(range(quota))
         assert sorted(sn for _, _, sn in spent) == sorted(confirmed)
         assert {(e.lease_id, e.slot) for e in confirmed.values()} == set(slots)
+        stored = await line.cloud.records(line.gateway.gw)
+        reserved = [(r.lease_id, r.slot) for r in stored if r.kind == "reserved"]
+        assert len(reserved) == len(set(reserved)) == quota, "a slot was reserved twice"
+        assert Counter(r.kind for r in stored) == {"reserved": quota, "confirmed": quota}
