@@ -82,7 +82,9 @@ class LineConfig(_Section):
     """How a scan runs."""
 
     certificate: str | None = Field(default=None, description="cert_no to rebadge under; default: the only one.")
-    radios: tuple[Radio, ...] = Field(default=(Radio.WIFI,), description="Radios to use; an unknown SN is sought on all at once.")
+    radios: tuple[Radio, ...] = Field(
+        default=(Radio.WIFI,), description="Radios to use; an unknown SN is sought on all at once."
+    )
     find_timeout_s: float = Field(default=10.0, gt=0)
     info_timeout_s: float = Field(default=5.0, gt=0)
     rebadge_timeout_s: float = Field(default=10.0, gt=0)
