@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Row, and_, func, select, update
+from sqlalchemy import Insert, Row, and_, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -53,15 +53,60 @@ class HeadMovedError(CloudError):
     """The head changed under the compare-and-set (only without a row lock); the caller retries."""
 
 
+# Statements of the hot path, built once: building a SQLAlchemy construct per batch costs more than running it.
+# Expanding bind parameters take the IN lists; the compiled form is cached per dialect.
+_LOCK_GATEWAY = (
+    select(gateways, gateway_heads.c.seq, gateway_heads.c.head)
+    .join(gateway_heads, gateway_heads.c.gw == gateways.c.gw)
+    .where(gateways.c.gw == bindparam("gw"))
+    .with_for_update(of=gateway_heads)
+)
+_MOVE_HEAD = (
+    update(gateway_heads)
+    .where(and_(gateway_heads.c.gw == bindparam("b_gw"), gateway_heads.c.seq == bindparam("b_seq")))
+    .values(seq=bindparam("seq"), head=bindparam("head"), updated_at=bindparam("updated_at"))
+)
+_STORED_DIGESTS = select(records.c.seq, records.c.digest).where(
+    and_(records.c.gw == bindparam("gw"), records.c.seq >= bindparam("lo"), records.c.seq <= bindparam("hi"))
+)
+_LEASES = (
+    select(leases, certificates.c.original_pid, certificates.c.new_pid)
+    .join(certificates, certificates.c.cert_no == leases.c.cert_no)
+    .where(leases.c.lease_id.in_(bindparam("lease_ids", expanding=True)))
+)
+_CONFIRMED_COLUMNS = (confirmations.c.cert_no, confirmations.c.sn, confirmations.c.lease_id, confirmations.c.slot)
+# Two index-friendly lookups (an OR of both, or a row-value IN, makes SQLite scan the table):
+# who holds these slots (primary key prefix), and where these SNs were confirmed (cert_no, sn index).
+_SLOT_HOLDERS = select(*_CONFIRMED_COLUMNS).where(
+    confirmations.c.lease_id.in_(bindparam("lease_ids", expanding=True)),
+    confirmations.c.slot.in_(bindparam("slots", expanding=True)),
+)
+_SN_HOLDERS = select(*_CONFIRMED_COLUMNS).where(
+    confirmations.c.cert_no.in_(bindparam("certs", expanding=True)),
+    confirmations.c.sn.in_(bindparam("sns", expanding=True)),
+)
+_COUNTED = confirmed_per_cert()
+_CONFIRMED_COUNTS = (
+    select(certificates.c.cert_no, certificates.c.quantity, func.coalesce(_COUNTED.c.n, 0))
+    .outerjoin(_COUNTED, _COUNTED.c.cert_no == certificates.c.cert_no)
+    .where(certificates.c.cert_no.in_(bindparam("certs", expanding=True)))
+)
+
+
+def _count_upsert(dialect: str) -> Insert:
+    stmt = (sqlite_insert if dialect == "sqlite" else pg_insert)(cert_counts)
+    return stmt.on_conflict_do_update(
+        index_elements=[cert_counts.c.cert_no, cert_counts.c.gw],
+        set_={"confirmed": cert_counts.c.confirmed + stmt.excluded.confirmed},
+    )
+
+
+_COUNT_UPSERT = {"sqlite": _count_upsert("sqlite"), "postgresql": _count_upsert("postgresql")}
+
+
 async def lock_gateway(conn: AsyncConnection, gw: str) -> Row[Any] | None:
     """The gateway with its stored head (seq, head), the head row locked for the transaction; None if unknown."""
-    query = (
-        select(gateways, gateway_heads.c.seq, gateway_heads.c.head)
-        .join(gateway_heads, gateway_heads.c.gw == gateways.c.gw)
-        .where(gateways.c.gw == gw)
-        .with_for_update(of=gateway_heads)
-    )
-    return (await conn.execute(query)).first()
+    return (await conn.execute(_LOCK_GATEWAY, {"gw": gw})).first()
 
 
 async def apply(conn: AsyncConnection, batch: VerifiedBatch, head: Row[Any], now: int, payload: bytes) -> Applied:
@@ -79,9 +124,8 @@ async def apply(conn: AsyncConnection, batch: VerifiedBatch, head: Row[Any], now
         return result
     await _store(conn, batch, start, now, result)
     moved = await conn.execute(
-        update(gateway_heads)
-        .where(and_(gateway_heads.c.gw == batch.gw, gateway_heads.c.seq == stored_seq))
-        .values(seq=batch.last_seq, head=batch.digests[-1], updated_at=now)
+        _MOVE_HEAD,
+        {"b_gw": batch.gw, "b_seq": stored_seq, "seq": batch.last_seq, "head": batch.digests[-1], "updated_at": now},
     )
     if moved.rowcount != 1:
         raise HeadMovedError(f"gateway {batch.gw} head moved during ingest")
@@ -105,11 +149,7 @@ async def _overlap_start(
         await _fork(conn, batch, stored_seq, "its first record does not link to the stored head", now, payload, result)
         return None
     overlap_hi = min(batch.last_seq, stored_seq)
-    rows = await conn.execute(
-        select(records.c.seq, records.c.digest).where(
-            and_(records.c.gw == batch.gw, records.c.seq >= batch.from_seq, records.c.seq <= overlap_hi)
-        )
-    )
+    rows = await conn.execute(_STORED_DIGESTS, {"gw": batch.gw, "lo": batch.from_seq, "hi": overlap_hi})
     stored = {int(r.seq): bytes(r.digest) for r in rows}
     for seq in range(batch.from_seq, overlap_hi + 1):
         if stored.get(seq) != batch.digests[seq - batch.from_seq]:
@@ -196,31 +236,18 @@ class _Checker:
     async def load(cls, conn: AsyncConnection, gw: str, confirmed: list[Record]) -> _Checker:
         if not confirmed:
             return cls(gw, {}, {}, {}, {})
-        lease_ids = {r.lease_id for r in confirmed}
-        lease_rows = await conn.execute(
-            select(leases, certificates.c.original_pid, certificates.c.new_pid)
-            .join(certificates, certificates.c.cert_no == leases.c.cert_no)
-            .where(leases.c.lease_id.in_(lease_ids))
-        )
+        lease_ids = sorted({r.lease_id for r in confirmed})
+        lease_rows = await conn.execute(_LEASES, {"lease_ids": lease_ids})
         by_id = {r.lease_id: r for r in lease_rows}
         ended = {r.lease_id for r in by_id.values() if r.state in LeaseState.ENDED_WITH_RETURN}
         held = await held_ranges(conn, ended) if ended else {}
-        certs = {r.cert_no for r in by_id.values()}
-        columns = (confirmations.c.cert_no, confirmations.c.sn, confirmations.c.lease_id, confirmations.c.slot)
-        # Two index-friendly lookups (an OR of both, or a row-value IN, makes SQLite scan the table):
-        # who holds these slots (primary key prefix), and where these SNs were confirmed (cert_no, sn index).
+        certs = sorted({r.cert_no for r in by_id.values()})
         wanted = {(r.lease_id, r.slot) for r in confirmed}
         slot_rows = await conn.execute(
-            select(*columns).where(
-                confirmations.c.lease_id.in_(lease_ids), confirmations.c.slot.in_({r.slot for r in confirmed})
-            )
+            _SLOT_HOLDERS, {"lease_ids": lease_ids, "slots": sorted({r.slot for r in confirmed})}
         )
         holders = {(r.lease_id, r.slot): r.sn for r in slot_rows if (r.lease_id, r.slot) in wanted}
-        sn_rows = await conn.execute(
-            select(*columns).where(
-                confirmations.c.cert_no.in_(certs), confirmations.c.sn.in_({r.sn for r in confirmed})
-            )
-        )
+        sn_rows = await conn.execute(_SN_HOLDERS, {"certs": certs, "sns": sorted({r.sn for r in confirmed})})
         return cls(
             gw,
             held,
@@ -271,22 +298,24 @@ class _Checker:
         return True
 
     def _lease_problem(self, rec: Record, lease: Row[Any] | None) -> tuple[AnomalyKind, str] | None:
-        where = _where(rec)
         if lease is None:
-            return AnomalyKind.UNKNOWN_LEASE, f"{where} names a lease the platform never issued"
+            return AnomalyKind.UNKNOWN_LEASE, f"{_where(rec)} names a lease the platform never issued"
         if lease.gw != self.gw:
-            return AnomalyKind.FOREIGN_LEASE, f"{where} uses a lease issued to gateway {lease.gw}"
+            return AnomalyKind.FOREIGN_LEASE, f"{_where(rec)} uses a lease issued to gateway {lease.gw}"
         if not lease.slot_lo <= rec.slot < lease.slot_hi:
-            return AnomalyKind.SLOT_OUTSIDE_LEASE, f"{where}: the lease holds slots [{lease.slot_lo}, {lease.slot_hi})"
+            return (
+                AnomalyKind.SLOT_OUTSIDE_LEASE,
+                f"{_where(rec)}: the lease holds slots [{lease.slot_lo}, {lease.slot_hi})",
+            )
         if lease.lease_id in self.held and not any(lo <= rec.slot < hi for lo, hi in self.held[lease.lease_id]):
             return (
                 AnomalyKind.RETURNED_SLOT,
-                f"{where}: the lease {lease.state} and this slot went back to the certificate",
+                f"{_where(rec)}: the lease {lease.state} and this slot went back to the certificate",
             )
         if (rec.old_pid, rec.new_pid) != (lease.original_pid, lease.new_pid):
             return (
                 AnomalyKind.PID_MISMATCH,
-                f"{where} rebadges {rec.old_pid} -> {rec.new_pid}, not as its certificate says",
+                f"{_where(rec)} rebadges {rec.old_pid} -> {rec.new_pid}, not as its certificate says",
             )
         return None
 
@@ -310,23 +339,13 @@ def _where(rec: Record) -> str:
 
 
 async def _count(conn: AsyncConnection, gw: str, added: Counter[str]) -> None:
-    insert = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
-    for cert_no, n in added.items():
-        stmt = insert(cert_counts).values(cert_no=cert_no, gw=gw, confirmed=n)
-        await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[cert_counts.c.cert_no, cert_counts.c.gw],
-                set_={"confirmed": cert_counts.c.confirmed + stmt.excluded.confirmed},
-            )
-        )
+    rows = [{"cert_no": cert_no, "gw": gw, "confirmed": n} for cert_no, n in sorted(added.items())]
+    await conn.execute(_COUNT_UPSERT[conn.dialect.name], rows)
 
 
 async def confirmed_counts(conn: AsyncConnection, cert_nos: set[str]) -> dict[str, tuple[int, int]]:
     """cert_no -> (confirmed, quantity) for the named certificates."""
-    n = confirmed_per_cert()
-    rows = await conn.execute(
-        select(certificates.c.cert_no, certificates.c.quantity, func.coalesce(n.c.n, 0))
-        .outerjoin(n, n.c.cert_no == certificates.c.cert_no)
-        .where(certificates.c.cert_no.in_(cert_nos))
-    )
+    if not cert_nos:
+        return {}
+    rows = await conn.execute(_CONFIRMED_COUNTS, {"certs": sorted(cert_nos)})
     return {r[0]: (int(r[2]), int(r[1])) for r in rows}
