@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+from itertools import pairwise
 from typing import Any
 
 import cbor2
@@ -31,10 +33,43 @@ def loads_map(data: bytes, what: str) -> dict[str, Any]:
         raise MalformedError(f"{what}: not valid CBOR ({exc})", field=what) from exc
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         raise MalformedError(f"{what}: expected a CBOR map with text keys", field=what)
-    _check_plain(value, len(data), what)
-    if dumps(value) != data:
+    if _is_flat(value):
+        canonical = _flat_is_deterministic(value, data, what)
+    else:
+        _check_plain(value, len(data), what)
+        canonical = dumps(value) == data
+    if not canonical:
         raise MalformedError(f"{what}: CBOR is not in deterministic encoding (RFC 8949 §4.2.1)", field=what)
     return value
+
+
+def _is_flat(value: dict[str, Any]) -> bool:
+    """Whether every value is text, bytes or an int that fits in 64 bits (what records, tokens and batches hold)."""
+    for item in value.values():
+        kind = type(item)
+        if kind is not str and kind is not bytes and (kind is not int or not -_INT_LIMIT <= item < _INT_LIMIT):
+            return False
+    return True
+
+
+def _flat_is_deterministic(value: dict[str, Any], data: bytes, what: str) -> bool:
+    """`_check_plain` then `dumps(value) == data`, for a flat map, in a third of the time.
+
+    Deterministic encoding differs from cbor2's plain one only in map key order (and floats and sets, which a flat
+    map does not hold), so the plain encoding of a map whose keys come in deterministic order is the deterministic
+    one; cbor2 keeps the order the keys came in.
+    """
+    least = 1 + sum(2 + len(k) for k in value) + sum(len(v) for v in value.values() if type(v) is not int)
+    if least > len(data):
+        raise MalformedError(f"{what}: CBOR is not in deterministic encoding (shared or referenced values)", field=what)
+    return _in_key_order(tuple(value)) and bool(cbor2.dumps(value) == data)
+
+
+@lru_cache(maxsize=256)
+def _in_key_order(keys: tuple[str, ...]) -> bool:
+    """Whether text keys come in deterministic order: shorter encoding first, then bytewise (RFC 8949 §4.2.1)."""
+    encoded = [(len(k.encode()), k.encode()) for k in keys]
+    return all(a < b for a, b in pairwise(encoded))
 
 
 def _check_plain(value: Any, size: int, what: str) -> None:
