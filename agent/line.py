@@ -14,7 +14,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 from agent.certs.identity import GatewayIdentity
-from agent.certs.leases import CheckedLease, check_lease
+from agent.certs.leases import CheckedLease, check_lease, check_window
 from agent.config import DebugConfig, LineConfig
 from agent.errors import DiskFullError, LeaseError, RadioError
 from agent.journal import Attempt, Journal
@@ -77,7 +77,6 @@ class Line:
         *,
         debug: DebugConfig | None = None,
         on_event: EventSink | None = None,
-        on_progress: Callable[[ProgressPayload], Awaitable[None]] | None = None,
         on_records: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -88,11 +87,11 @@ class Line:
         self.config = config
         self.debug = debug or DebugConfig()
         self._on_event = on_event
-        self._on_progress = on_progress
         self._on_records = on_records or (lambda: None)
         self._clock = clock
         self._busy: set[str] = set()
         self._slots = asyncio.Semaphore(config.max_in_flight)
+        self._verified: dict[tuple[bytes, bytes], CheckedLease] = {}
 
     async def scan(self, sn: str, request_id: str | None = None) -> ScanEvent:
         """Rebadge the unit with this SN; returns (and reports) the outcome. Never raises for a unit's fault."""
@@ -118,8 +117,6 @@ class Line:
         log.info("%s: %s %s %s", scan.sn, event.result.value, event.reason, event.message)
         if self._on_event is not None:
             await self._on_event(event)
-        if scan.cert_no and self._on_progress is not None:
-            await self._on_progress(await self.progress(scan.cert_no))
         return event
 
     async def progress(self, cert_no: str) -> ProgressPayload:
@@ -145,10 +142,13 @@ class Line:
             return scan.event(Result.REFUSED, refusal.reason, refusal.message)
 
     async def _lease_for_scan(self, scan: _Scan) -> CheckedLease:
-        cert_nos = await self.journal.cert_nos()
+        now = self._clock()
+        held = await self.journal.leases(active_only=False)
+        active = [lease for lease in held if lease.exp > now]
+        cert_nos = sorted({lease.cert_no for lease in active})
         wanted = self.config.certificate
-        # cert_nos() lists active leases only: a certificate whose leases all expired must say so, not "no lease".
-        expired = {lease.cert_no for lease in await self.journal.leases(active_only=False)} - set(cert_nos)
+        # A certificate whose leases all expired must say so, not "no lease".
+        expired = {lease.cert_no for lease in held} - set(cert_nos)
         if (wanted in expired) or (wanted is None and not cert_nos and expired):
             names = wanted or ", ".join(sorted(expired))
             raise Refused("lease_expired", f"every lease of certificate {names} has expired; request a new one")
@@ -159,17 +159,21 @@ class Line:
                 raise Refused("no_lease", "this gateway holds no active lease; load a lease file or request one")
             raise Refused("no_lease", f"several certificates are active ({', '.join(cert_nos)}); set line.certificate")
         scan.cert_no = wanted or cert_nos[0]
-        stored = await self.journal.leases(scan.cert_no)
-        if not stored:
-            raise Refused("lease_expired", f"every lease of certificate {scan.cert_no} has expired; request a new one")
-        first = stored[0]
+        first = next(lease for lease in active if lease.cert_no == scan.cert_no)
+        checked = self._checked_lease(first.lease_token, first.cert_token, now)
+        scan.new_pid = checked.lease.new_pid
+        return checked
+
+    def _checked_lease(self, lease_token: bytes, cert_token: bytes, now: float) -> CheckedLease:
+        """Signatures and bindings are checked once per token pair; the validity window on every scan."""
         try:
-            checked = check_lease(
-                first.lease_token, first.cert_token, self.issuers, self.identity.public, self._clock()
-            )
+            checked = self._verified.get((lease_token, cert_token))
+            if checked is None:
+                checked = check_lease(lease_token, cert_token, self.issuers, self.identity.public, now)
+                self._verified[lease_token, cert_token] = checked
+            check_window(checked.lease, checked.cert, now)
         except LeaseError as exc:
             raise Refused(exc.reason, str(exc)) from exc
-        scan.new_pid = checked.lease.new_pid
         return checked
 
     async def _find(self, scan: _Scan, stack: AsyncExitStack) -> DeviceLink:

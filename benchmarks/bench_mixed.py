@@ -316,7 +316,7 @@ async def measure(root: Path, window_s: float, rounds: int, wifi_s: float, zigbe
     results = Results()
     async with await Journal.open(root / "journal.sqlite", identity.gw, min_free_bytes=0) as journal:
         await journal.add_lease(*tokens(identity.key))
-        line = Line(journal, radios, identity, issuers, config.line, on_event=sink, on_progress=sink)
+        line = Line(journal, radios, identity, issuers, config.line, on_event=sink)
         for radio in radios:
             await radio.start()
         try:
