@@ -6,9 +6,9 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Insert, Row, and_, bindparam, func, select, update
+from sqlalchemy import Insert, Row, and_, bindparam, func, select, tuple_, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -75,16 +75,29 @@ _LEASES = (
     .where(leases.c.lease_id.in_(bindparam("lease_ids", expanding=True)))
 )
 _CONFIRMED_COLUMNS = (confirmations.c.cert_no, confirmations.c.sn, confirmations.c.lease_id, confirmations.c.slot)
-# Two index-friendly lookups (an OR of both, or a row-value IN, makes SQLite scan the table):
-# who holds these slots (primary key prefix), and where these SNs were confirmed (cert_no, sn index).
-_SLOT_HOLDERS = select(*_CONFIRMED_COLUMNS).where(
-    confirmations.c.lease_id.in_(bindparam("lease_ids", expanding=True)),
-    confirmations.c.slot.in_(bindparam("slots", expanding=True)),
-)
-_SN_HOLDERS = select(*_CONFIRMED_COLUMNS).where(
-    confirmations.c.cert_no.in_(bindparam("certs", expanding=True)),
-    confirmations.c.sn.in_(bindparam("sns", expanding=True)),
-)
+# Who holds these slots, and where these SNs were confirmed, in one round trip. SQLite: two index-friendly
+# halves (an OR of both, or a row-value IN, makes it scan the table). PostgreSQL: row-value IN, one index probe
+# per key (with a column IN list it reads every confirmation of the certificate and filters).
+_HOLDERS = {
+    "sqlite": union_all(
+        select(*_CONFIRMED_COLUMNS).where(
+            confirmations.c.lease_id.in_(bindparam("lease_ids", expanding=True)),
+            confirmations.c.slot.in_(bindparam("slots", expanding=True)),
+        ),
+        select(*_CONFIRMED_COLUMNS).where(
+            confirmations.c.cert_no.in_(bindparam("certs", expanding=True)),
+            confirmations.c.sn.in_(bindparam("sns", expanding=True)),
+        ),
+    ),
+    "postgresql": union_all(
+        select(*_CONFIRMED_COLUMNS).where(
+            tuple_(confirmations.c.lease_id, confirmations.c.slot).in_(bindparam("slot_keys", expanding=True))
+        ),
+        select(*_CONFIRMED_COLUMNS).where(
+            tuple_(confirmations.c.cert_no, confirmations.c.sn).in_(bindparam("sn_keys", expanding=True))
+        ),
+    ),
+}
 _COUNTED = confirmed_per_cert()
 _CONFIRMED_COUNTS = (
     select(certificates.c.cert_no, certificates.c.quantity, func.coalesce(_COUNTED.c.n, 0))
@@ -213,6 +226,19 @@ async def _store(conn: AsyncConnection, batch: VerifiedBatch, start: int, now: i
     result.certs |= checker.certs
 
 
+class _LeaseView(NamedTuple):
+    """The lease columns the checks read, as a plain tuple (a Row's attribute lookup costs more)."""
+
+    lease_id: str
+    cert_no: str
+    gw: str
+    slot_lo: int
+    slot_hi: int
+    state: str
+    original_pid: str
+    new_pid: str
+
+
 class _Checker:
     """Decides whether each confirmed record counts, from the leases and confirmations it touches."""
 
@@ -220,7 +246,7 @@ class _Checker:
         self,
         gw: str,
         held: dict[str, list[tuple[int, int]]],
-        lease_rows: dict[str, Row[Any]],
+        lease_rows: dict[str, _LeaseView],
         slots: dict[tuple[str, int], str],
         sns: dict[tuple[str, str], tuple[str, int]],
     ) -> None:
@@ -238,23 +264,27 @@ class _Checker:
             return cls(gw, {}, {}, {}, {})
         lease_ids = sorted({r.lease_id for r in confirmed})
         lease_rows = await conn.execute(_LEASES, {"lease_ids": lease_ids})
-        by_id = {r.lease_id: r for r in lease_rows}
+        by_id = {r.lease_id: _LeaseView(*(r._mapping[f] for f in _LeaseView._fields)) for r in lease_rows}
         ended = {r.lease_id for r in by_id.values() if r.state in LeaseState.ENDED_WITH_RETURN}
         held = await held_ranges(conn, ended) if ended else {}
-        certs = sorted({r.cert_no for r in by_id.values()})
-        wanted = {(r.lease_id, r.slot) for r in confirmed}
-        slot_rows = await conn.execute(
-            _SLOT_HOLDERS, {"lease_ids": lease_ids, "slots": sorted({r.slot for r in confirmed})}
-        )
-        holders = {(r.lease_id, r.slot): r.sn for r in slot_rows if (r.lease_id, r.slot) in wanted}
-        sn_rows = await conn.execute(_SN_HOLDERS, {"certs": certs, "sns": sorted({r.sn for r in confirmed})})
-        return cls(
-            gw,
-            held,
-            by_id,
-            holders,
-            {(r.cert_no, r.sn): (r.lease_id, r.slot) for r in sn_rows},
-        )
+        slot_keys = {(r.lease_id, r.slot) for r in confirmed}
+        sn_keys = {(by_id[r.lease_id].cert_no, r.sn) for r in confirmed if r.lease_id in by_id}
+        params = {
+            "lease_ids": lease_ids,
+            "slots": sorted({r.slot for r in confirmed}),
+            "certs": sorted({c for c, _ in sn_keys}),
+            "sns": sorted({r.sn for r in confirmed}),
+            "slot_keys": sorted(slot_keys),
+            "sn_keys": sorted(sn_keys),
+        }
+        holders: dict[tuple[str, int], str] = {}
+        sns: dict[tuple[str, str], tuple[str, int]] = {}
+        for r in await conn.execute(_HOLDERS[conn.dialect.name], params):
+            if (r.lease_id, r.slot) in slot_keys:
+                holders[(r.lease_id, r.slot)] = r.sn
+            if (r.cert_no, r.sn) in sn_keys:
+                sns[(r.cert_no, r.sn)] = (r.lease_id, r.slot)
+        return cls(gw, held, by_id, holders, sns)
 
     async def check(self, conn: AsyncConnection, rec: Record, now: int, result: Applied) -> bool:
         """Whether `rec` adds a confirmation; flags an anomaly when it must not count."""
@@ -297,7 +327,7 @@ class _Checker:
         self.certs.add(lease.cert_no)
         return True
 
-    def _lease_problem(self, rec: Record, lease: Row[Any] | None) -> tuple[AnomalyKind, str] | None:
+    def _lease_problem(self, rec: Record, lease: _LeaseView | None) -> tuple[AnomalyKind, str] | None:
         if lease is None:
             return AnomalyKind.UNKNOWN_LEASE, f"{_where(rec)} names a lease the platform never issued"
         if lease.gw != self.gw:
@@ -319,7 +349,7 @@ class _Checker:
             )
         return None
 
-    def _slot_problem(self, rec: Record, lease: Row[Any] | None) -> tuple[AnomalyKind, str] | None:
+    def _slot_problem(self, rec: Record, lease: _LeaseView | None) -> tuple[AnomalyKind, str] | None:
         if lease is None:
             return None
         holder = self.slots.get((rec.lease_id, rec.slot))
