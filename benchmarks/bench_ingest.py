@@ -1,7 +1,7 @@
 """Platform ingest rate in records/s: full verification against raw inserts of the same rows, in the same run.
 
 Run: `python benchmarks/bench_ingest.py [--gateways 8] [--records 2000] [--batch 100] [--backends sqlite,postgres]
-[--pg-url postgresql://postgres@127.0.0.1/postgres]`.
+[--pg-url postgresql://postgres@127.0.0.1/postgres] [--write docs/benchmarks.md]`.
 
 "verified" is `Platform.ingest` on each `records` payload, as the MQTT worker calls it: strict decode of the batch and
 every record, the checkpoint's signature, the chain, the compare-and-set on the gateway's head, the lease and slot
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from common import machine, write_section
 from sqlalchemy import update
 
 from cloud_bridge.platform import Platform
@@ -190,16 +191,25 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100, help="records per batch")
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1/postgres")
+    parser.add_argument("--write", type=Path, help="put the table under '## Platform ingest' in this file")
     args = parser.parse_args()
-    print(f"{args.gateways} gateways x {args.records} records, {args.batch} per batch; records/s")
-    print("| backend | workers | raw | verified | verified / raw |")
-    print("|---|---|---|---|---|")
+    lines = [
+        f"`python benchmarks/bench_ingest.py`: {args.gateways} gateways x {args.records} records, {args.batch} per "
+        f"batch, records/s; {machine()}.",
+        "",
+        "| backend | workers | raw | verified | verified / raw |",
+        "|---|---|---|---|---|",
+    ]
+    print("\n".join(lines))
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.backends.split(","):
             for workers in (1, 2):
                 raw = run(backend, "raw", workers, args, Path(tmp))
                 verified = run(backend, "verified", workers, args, Path(tmp))
-                print(f"| {backend} | {workers} | {raw:,.0f} | {verified:,.0f} | {verified / raw:.2f} |", flush=True)
+                lines.append(f"| {backend} | {workers} | {raw:,.0f} | {verified:,.0f} | {verified / raw:.2f} |")
+                print(lines[-1], flush=True)
+    if args.write is not None:
+        write_section(args.write, "## Platform ingest", lines)
 
 
 if __name__ == "__main__":
