@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from sqlalchemy import Insert, Row, and_, bindparam, func, select, tuple_, union_all, update
+from sqlalchemy import Executable, Insert, Row, and_, bindparam, func, select, text, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -76,9 +76,15 @@ _LEASES = (
 )
 _CONFIRMED_COLUMNS = (confirmations.c.cert_no, confirmations.c.sn, confirmations.c.lease_id, confirmations.c.slot)
 # Who holds these slots, and where these SNs were confirmed, in one round trip. SQLite: two index-friendly
-# halves (an OR of both, or a row-value IN, makes it scan the table). PostgreSQL: row-value IN, one index probe
-# per key (with a column IN list it reads every confirmation of the certificate and filters).
-_HOLDERS = {
+# halves (an OR of both, or a row-value IN, makes it scan the table). PostgreSQL: one index probe per key through
+# LATERAL (OFFSET 0 keeps it from being flattened): with an IN list, or before the first ANALYZE of a young table,
+# its planner reads every confirmation of the certificate and filters, a cost that grows with the ledger.
+_PG_PROBE = (
+    "SELECT c.cert_no, c.sn, c.lease_id, c.slot FROM unnest(CAST(:{a} AS VARCHAR[]), CAST(:{b} AS {b_type}[]))"
+    " AS k({x}, {y}) CROSS JOIN LATERAL (SELECT x.cert_no, x.sn, x.lease_id, x.slot FROM confirmations x"
+    " WHERE x.{x} = k.{x} AND x.{y} = k.{y} OFFSET 0) AS c"
+)
+_HOLDERS: dict[str, Executable] = {
     "sqlite": union_all(
         select(*_CONFIRMED_COLUMNS).where(
             confirmations.c.lease_id.in_(bindparam("lease_ids", expanding=True)),
@@ -89,13 +95,10 @@ _HOLDERS = {
             confirmations.c.sn.in_(bindparam("sns", expanding=True)),
         ),
     ),
-    "postgresql": union_all(
-        select(*_CONFIRMED_COLUMNS).where(
-            tuple_(confirmations.c.lease_id, confirmations.c.slot).in_(bindparam("slot_keys", expanding=True))
-        ),
-        select(*_CONFIRMED_COLUMNS).where(
-            tuple_(confirmations.c.cert_no, confirmations.c.sn).in_(bindparam("sn_keys", expanding=True))
-        ),
+    "postgresql": text(
+        _PG_PROBE.format(a="slot_leases", b="slot_nos", b_type="INTEGER", x="lease_id", y="slot")
+        + " UNION ALL "
+        + _PG_PROBE.format(a="sn_certs", b="sn_sns", b_type="VARCHAR", x="cert_no", y="sn")
     ),
 }
 _COUNTED = confirmed_per_cert()
@@ -274,8 +277,10 @@ class _Checker:
             "slots": sorted({r.slot for r in confirmed}),
             "certs": sorted({c for c, _ in sn_keys}),
             "sns": sorted({r.sn for r in confirmed}),
-            "slot_keys": sorted(slot_keys),
-            "sn_keys": sorted(sn_keys),
+            "slot_leases": [lease for lease, _ in sorted(slot_keys)],
+            "slot_nos": [slot for _, slot in sorted(slot_keys)],
+            "sn_certs": [cert for cert, _ in sorted(sn_keys)],
+            "sn_sns": [sn for _, sn in sorted(sn_keys)],
         }
         holders: dict[tuple[str, int], str] = {}
         sns: dict[tuple[str, str], tuple[str, int]] = {}
