@@ -127,7 +127,7 @@ async def _run_line(
     screen: ScanConsole | None,
 ) -> dict[str, Any]:  # fmt: skip
     config = _agent_config(workdir, platform.issuer.public.raw.hex(), broker, radios)
-    cert, _ = await platform.issue_certificate(
+    cert, cert_token = await platform.issue_certificate(
         factory="demo-factory", original_pid=ORIGINAL_PID, new_pid=NEW_PID, quantity=quota,
         protocols=[r.value for r in radios],
     )  # fmt: skip
@@ -140,6 +140,8 @@ async def _run_line(
     ):
         service = AgentService(config, radios=goods.radios)
         _, _, bundle = await platform.issue_lease(cert.cert_no, service.identity.public, quota)
+        (workdir / "certificate.cose").write_bytes(cert_token)
+        (workdir / "lease.cbor").write_bytes(bundle)  # a lease file, as `rebadge agent load-lease` takes it
         await load_lease_file(config, bundle)
         async with _running(service.run(), "demo:agent") as agent_task:
             await _wait_ready(service, agent_task)
@@ -212,6 +214,13 @@ def command(units: int, quota: int, radios: str, keep: Path | None, as_json: boo
         raise click.BadParameter(f"{exc}; use wifi, ble or zigbee", param_hint="--radios") from exc
     workdir = keep or Path(tempfile.mkdtemp(prefix="rebadge-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    log_file = logging.FileHandler(workdir / "demo.log")
+    log_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for handler in root.handlers:  # the terminal keeps the level asked for with -v; the file gets INFO
+        handler.setLevel(root.level)
+    root.addHandler(log_file)
+    root.setLevel(min(root.level, logging.INFO))
     console = Console(stderr=as_json, highlight=False)
     screen = None if as_json else ScanConsole(console, bell=False)
     if not as_json:
