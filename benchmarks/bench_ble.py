@@ -16,30 +16,19 @@ import statistics
 import time
 from dataclasses import dataclass
 
+from common import BENCH_ISSUER, BENCH_LEASE_ID, bench_tokens
+
 from agent.config import BleConfig
 from agent.radios.ble.radio import BleRadio
 from simulator.ble import BleLine, BleUnit, Latency, build_ble_line
 from wire.device import Status
 from wire.keys import KeyRing, SigningKey
-from wire.tokens import Certificate, Grant, Lease, sign, token_hash
+from wire.tokens import Grant, sign
 
-ISSUER = SigningKey(bytes([1]) * 32)
+ISSUER = BENCH_ISSUER
 GATEWAY = SigningKey(bytes([2]) * 32)
 OLD, NEW = "aaaaaaaa", "bbbbbbbb"
-FAR = 4_000_000_000
 FIND_S = 30.0
-
-
-def lease_token(units: int) -> bytes:
-    cert = Certificate(
-        cert_no="B1", factory="bench", original_pid=OLD, new_pid=NEW, quantity=units,
-        protocols=("ble",), nbf=0, exp=FAR,
-    )  # fmt: skip
-    lease = Lease(
-        lease_id="BL1", cert_no="B1", cert_hash=token_hash(sign(cert, ISSUER)), original_pid=OLD, new_pid=NEW,
-        gateway_key=GATEWAY.public.raw, gateway_kid=GATEWAY.kid, slot_lo=0, slot_hi=units, exp=FAR,
-    )  # fmt: skip
-    return sign(lease, ISSUER)
 
 
 @dataclass
@@ -56,7 +45,7 @@ async def series(att_mtu: int, units: int, bystanders: int) -> list[Unit]:
         latency=Latency.realistic(),
     )
     radio = BleRadio(BleConfig(), **line.radio_kwargs)
-    lease = lease_token(units)
+    lease = bench_tokens(GATEWAY, units, protocols=("ble",), old=OLD, new=NEW)[1]
     await radio.start()
     try:
         for i in range(bystanders):  # a bench the radio already knows
@@ -68,7 +57,7 @@ async def series(att_mtu: int, units: int, bystanders: int) -> list[Unit]:
 
 
 async def one_unit(radio: BleRadio, line: BleLine, lease: bytes, sn: str, slot: int, att_mtu: int) -> Unit:
-    grant = sign(Grant(lease_id="BL1", slot=slot, sn=sn, new_pid=NEW, iat=0), GATEWAY)
+    grant = sign(Grant(lease_id=BENCH_LEASE_ID, slot=slot, sn=sn, new_pid=NEW, iat=0), GATEWAY)
     line.place(BleUnit(sn, OLD, att_mtu=att_mtu))
     radio0, t0 = line.air.radio_time_s, time.perf_counter()
     async with radio.connect(sn, FIND_S) as link:

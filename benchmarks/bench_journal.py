@@ -19,31 +19,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiosqlite
+from common import BENCH_CERT_NO, BENCH_ISSUER, bench_tokens
 
 from agent.journal import Journal
 from wire.keys import SigningKey
-from wire.tokens import Certificate, Grant, Lease, sign, token_hash
+from wire.tokens import Grant, sign
 
-ISSUER = SigningKey(bytes([1]) * 32)
+ISSUER = BENCH_ISSUER
 GATEWAY = SigningKey(bytes([2]) * 32)
 OLD, NEW = "aaaaaaaa", "bbbbbbbb"
-FAR = 4_000_000_000
 BODY = bytes(190)  # about the size of one record's CBOR
 PREFILLED = 20_000
 WARMUP = 20
-
-
-def lease_for(units: int, offset: int = 0) -> tuple[Lease, bytes, Certificate, bytes]:
-    cert = Certificate(
-        cert_no="B1", factory="bench", original_pid=OLD, new_pid=NEW, quantity=offset + units + 1,
-        protocols=("wifi",), nbf=0, exp=FAR,
-    )  # fmt: skip
-    cert_token = sign(cert, ISSUER)
-    lease = Lease(
-        lease_id="BL1", cert_no="B1", cert_hash=token_hash(cert_token), original_pid=OLD, new_pid=NEW,
-        gateway_key=GATEWAY.public.raw, gateway_kid=GATEWAY.kid, slot_lo=0, slot_hi=offset + units + 1, exp=FAR,
-    )  # fmt: skip
-    return lease, sign(lease, ISSUER), cert, cert_token
 
 
 def real_grant(sn: str) -> Callable[[str, int], bytes]:
@@ -64,7 +51,9 @@ class JournalSeries:
 
     async def open(self) -> None:
         journal = await Journal.open(self.path, "bench", min_free_bytes=0)
-        await journal.add_lease(*lease_for(self.units, self.prefill))
+        await journal.add_lease(
+            *bench_tokens(GATEWAY, self.units + self.prefill + 1, protocols=("wifi",), old=OLD, new=NEW)
+        )
         await journal.close()
         if self.prefill:
             _prefill(self.path, self.prefill)
@@ -76,7 +65,7 @@ class JournalSeries:
         self.done += 1
         sign_grant = real_grant(sn) if self.signed else fixed_grant
         start = time.perf_counter()
-        attempt = await self.journal.reserve("B1", sn, OLD, NEW, "wifi", sign_grant)
+        attempt = await self.journal.reserve(BENCH_CERT_NO, sn, OLD, NEW, "wifi", sign_grant)
         assert attempt is not None
         await self.journal.confirm(attempt.id)
         return time.perf_counter() - start

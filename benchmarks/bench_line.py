@@ -28,7 +28,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import machine, sim_wifi_goods, write_section
+from common import BENCH_ISSUER, bench_tokens, machine, sim_wifi_goods, write_section
 
 from agent.certs.identity import GatewayIdentity
 from agent.config import LineConfig, WifiConfig
@@ -37,12 +37,11 @@ from agent.line import Line
 from agent.radios.wifi import WifiRadio
 from rebadge.broker import free_port
 from wire.keys import KeyRing, SigningKey
-from wire.tokens import Certificate, Grant, Lease, sign, token_hash
+from wire.tokens import Grant, sign
 from wire.topics import ProgressPayload, Result, ScanEvent
 
-ISSUER = SigningKey(bytes([1]) * 32)
+ISSUER = BENCH_ISSUER
 OLD, NEW = "stock001", "brand001"
-FAR = 4_000_000_000
 WARMUP = 20
 ANSWERS_PER_UNIT = 3  # info, rebadge, info
 TIMEOUT_S = 5.0
@@ -53,20 +52,6 @@ def p95(times: list[float]) -> float:
     """The 95th percentile (nearest rank)."""
     ordered = sorted(times)
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
-
-
-def tokens(gateway: SigningKey, units: int) -> tuple[Lease, bytes, Certificate, bytes]:
-    """A certificate and one lease of `units` slots for `gateway`, signed by the bench issuer."""
-    cert = Certificate(
-        cert_no="BENCH1", factory="bench", original_pid=OLD, new_pid=NEW, quantity=units,
-        protocols=("wifi",), nbf=0, exp=FAR,
-    )  # fmt: skip
-    cert_token = sign(cert, ISSUER)
-    lease = Lease(
-        lease_id="BL1", cert_no="BENCH1", cert_hash=token_hash(cert_token), original_pid=OLD, new_pid=NEW,
-        gateway_key=gateway.public.raw, gateway_kid=gateway.kid, slot_lo=0, slot_hi=units, exp=FAR,
-    )  # fmt: skip
-    return lease, sign(lease, ISSUER), cert, cert_token
 
 
 def devices(prefix: str, n: int, latency_s: float) -> AbstractAsyncContextManager[dict[str, tuple[str, int]]]:
@@ -101,7 +86,7 @@ async def line_series(root: Path, name: str, units: int, latency_s: float) -> As
     identity = GatewayIdentity.load_or_create(root / name)
     journal = await Journal.open(root / name / "journal.sqlite", identity.gw, min_free_bytes=0)
     try:
-        await journal.add_lease(*tokens(identity.key, units))
+        await journal.add_lease(*bench_tokens(identity.key, units, protocols=("wifi",), old=OLD, new=NEW))
         async with devices(name, units, latency_s) as found:
             radio = WifiRadio(WifiConfig(bind_address="127.0.0.1", discovery_port=free_port()), static_devices=found)
             await radio.start()
@@ -125,7 +110,7 @@ async def line_series(root: Path, name: str, units: int, latency_s: float) -> As
 async def radio_series(name: str, units: int, latency_s: float) -> AsyncIterator[Series]:
     """The bare radio round trips of one unit: open + info + rebadge + info, grants signed beforehand."""
     gateway = SigningKey.generate()
-    lease, lease_token, _, _ = tokens(gateway, units)
+    lease, lease_token, _, _ = bench_tokens(gateway, units, protocols=("wifi",), old=OLD, new=NEW)
     async with devices(name, units, latency_s) as found:
         grants = {
             sn: sign(Grant(lease_id=lease.lease_id, slot=i, sn=sn, new_pid=NEW, iat=0), gateway)
@@ -154,7 +139,7 @@ async def journal_series(root: Path, name: str, units: int) -> AsyncIterator[Ser
     identity = GatewayIdentity.load_or_create(root / name)
     journal = await Journal.open(root / name / "journal.sqlite", identity.gw, min_free_bytes=0)
     try:
-        lease, lease_token, cert, cert_token = tokens(identity.key, units)
+        lease, lease_token, cert, cert_token = bench_tokens(identity.key, units, protocols=("wifi",), old=OLD, new=NEW)
         await journal.add_lease(lease, lease_token, cert, cert_token)
 
         async def reserve_confirm(sn: str) -> None:

@@ -34,7 +34,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import machine, sim_wifi_goods, write_section
+from common import BENCH_ISSUER, bench_tokens, machine, sim_wifi_goods, write_section
 
 from agent.certs.identity import GatewayIdentity
 from agent.config import AgentConfig, parse_config
@@ -47,13 +47,11 @@ from rebadge.broker import free_port
 from simulator.ble import BleLine, BleUnit, Latency, build_ble_line
 from simulator.zigbee import SimulatedZigbeeLine, ZigbeeUnit, build_zigbee_line
 from wire.device import Radio
-from wire.keys import KeyRing, SigningKey
-from wire.tokens import Certificate, Lease, sign, token_hash
+from wire.keys import KeyRing
 from wire.topics import ProgressPayload, Result, ScanEvent
 
-ISSUER = SigningKey(bytes([1]) * 32)
+ISSUER = BENCH_ISSUER
 OLD, NEW = "stock001", "brand001"
-FAR = 4_000_000_000
 QUOTA = 1_000_000
 SECTION = "## Mixed line (Wi-Fi + BLE + Zigbee)"
 ANSWERS_PER_WIFI_UNIT = 3  # info, rebadge, info
@@ -63,20 +61,6 @@ STEP_S = 10.0
 STOCK_TIMEOUT_S = 60.0
 TARGET_RATIO = 1.10
 TARGET_MIXED = 0.90
-
-
-def tokens(gateway: SigningKey) -> tuple[Lease, bytes, Certificate, bytes]:
-    """A certificate for the three radios and one lease of all its slots for `gateway`."""
-    cert = Certificate(
-        cert_no="MIX1", factory="bench", original_pid=OLD, new_pid=NEW, quantity=QUOTA,
-        protocols=("wifi", "ble", "zigbee"), nbf=0, exp=FAR,
-    )  # fmt: skip
-    cert_token = sign(cert, ISSUER)
-    lease = Lease(
-        lease_id="ML1", cert_no="MIX1", cert_hash=token_hash(cert_token), original_pid=OLD, new_pid=NEW,
-        gateway_key=gateway.public.raw, gateway_kid=gateway.kid, slot_lo=0, slot_hi=QUOTA, exp=FAR,
-    )  # fmt: skip
-    return lease, sign(lease, ISSUER), cert, cert_token
 
 
 # -- stations: one radio's goods, put in front of the line one at a time -------------------------------------------
@@ -315,7 +299,9 @@ async def measure(root: Path, window_s: float, rounds: int, wifi_s: float, zigbe
     stock = int(window_s / (ANSWERS_PER_WIFI_UNIT * wifi_s)) + 10
     results = Results()
     async with await Journal.open(root / "journal.sqlite", identity.gw, min_free_bytes=0) as journal:
-        await journal.add_lease(*tokens(identity.key))
+        await journal.add_lease(
+            *bench_tokens(identity.key, QUOTA, protocols=("wifi", "ble", "zigbee"), old=OLD, new=NEW)
+        )
         line = Line(journal, radios, identity, issuers, config.line, on_event=sink)
         for radio in radios:
             await radio.start()

@@ -20,31 +20,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import BENCH_ISSUER, BENCH_LEASE_ID, bench_tokens
+
 from agent.config import ZigbeeConfig
 from agent.radios.zigbee.radio import ZigbeeRadio
 from simulator.zigbee import SimulatedZigbeeLine, ZigbeeUnit, build_zigbee_line
 from wire.device import Status
 from wire.keys import KeyRing, SigningKey
-from wire.tokens import Certificate, Grant, Lease, sign, token_hash
+from wire.tokens import Grant, sign
 
-ISSUER = SigningKey(bytes([1]) * 32)
+ISSUER = BENCH_ISSUER
 GATEWAY = SigningKey(bytes([2]) * 32)
 OLD, NEW = "aaaaaaaa", "bbbbbbbb"
-FAR = 4_000_000_000
 FIND_S = 30.0
 TARGET = 1.10
-
-
-def lease_token(units: int) -> bytes:
-    cert = Certificate(
-        cert_no="Z1", factory="bench", original_pid=OLD, new_pid=NEW, quantity=units,
-        protocols=("zigbee",), nbf=0, exp=FAR,
-    )  # fmt: skip
-    lease = Lease(
-        lease_id="ZL1", cert_no="Z1", cert_hash=token_hash(sign(cert, ISSUER)), original_pid=OLD, new_pid=NEW,
-        gateway_key=GATEWAY.public.raw, gateway_kid=GATEWAY.kid, slot_lo=0, slot_hi=units, exp=FAR,
-    )  # fmt: skip
-    return sign(lease, ISSUER)
 
 
 @dataclass
@@ -55,7 +44,7 @@ class Unit:
 
 
 async def one_unit(radio: ZigbeeRadio, line: SimulatedZigbeeLine, lease: bytes, sn: str, slot: int) -> Unit:
-    grant = sign(Grant(lease_id="ZL1", slot=slot, sn=sn, new_pid=NEW, iat=0), GATEWAY)
+    grant = sign(Grant(lease_id=BENCH_LEASE_ID, slot=slot, sn=sn, new_pid=NEW, iat=0), GATEWAY)
     air, frames0 = line.network, line.network.frames
     radio0, t0 = air.air_time_s, time.perf_counter()
     line.place(ZigbeeUnit(sn, OLD))
@@ -76,7 +65,7 @@ async def series(units: int, bystanders: int, latency_s: float, state_dir: Path)
         [ZigbeeUnit(f"BY-{i:04d}", OLD) for i in range(bystanders)], KeyRing([ISSUER.public]), latency_s=latency_s
     )
     radio = ZigbeeRadio(ZigbeeConfig(permit_join_s=254), state_dir=state_dir, **line.radio_kwargs())
-    lease = lease_token(units)
+    lease = bench_tokens(GATEWAY, units, protocols=("zigbee",), old=OLD, new=NEW)[1]
     await radio.start()
     try:
         for i in range(bystanders):  # a network the radio already knows

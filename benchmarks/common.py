@@ -13,9 +13,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from wire.keys import PublicKey
+from wire.keys import PublicKey, SigningKey
+from wire.tokens import Certificate, Lease, ProtocolName, sign, token_hash
 
 DOC_TITLE = "# Benchmarks"
+BENCH_ISSUER = SigningKey(bytes([1]) * 32)
+BENCH_LEASE_ID = "BL1"
+BENCH_CERT_NO = "BENCH1"
+FAR = 4_000_000_000
 SIM_START_TIMEOUT_S = 60.0
 
 
@@ -72,3 +77,20 @@ async def sim_wifi_goods(
         if proc.returncode is None:
             proc.terminate()
         await proc.wait()
+
+
+def bench_tokens(
+    gateway: SigningKey, slots: int, *, protocols: tuple[ProtocolName, ...], old: str, new: str,
+    cert_no: str = BENCH_CERT_NO,
+) -> tuple[Lease, bytes, Certificate, bytes]:  # fmt: skip
+    """A certificate of `slots` units and one lease of all of them for `gateway`, signed by the bench issuer."""
+    cert = Certificate(
+        cert_no=cert_no, factory="bench", original_pid=old, new_pid=new, quantity=slots,
+        protocols=protocols, nbf=0, exp=FAR,
+    )  # fmt: skip
+    cert_token = sign(cert, BENCH_ISSUER)
+    lease = Lease(
+        lease_id=BENCH_LEASE_ID, cert_no=cert_no, cert_hash=token_hash(cert_token), original_pid=old, new_pid=new,
+        gateway_key=gateway.public.raw, gateway_kid=gateway.kid, slot_lo=0, slot_hi=slots, exp=FAR,
+    )  # fmt: skip
+    return lease, sign(lease, BENCH_ISSUER), cert, cert_token
