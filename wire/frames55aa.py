@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from wire.errors import FrameError
+from wire.stream import StreamDecoder
 
 PREFIX = b"\x00\x00\x55\xaa"
 SUFFIX = b"\x00\x00\xaa\x55"
@@ -46,33 +47,8 @@ def encode(frame: Frame) -> bytes:
     return head + TRAILER.pack(zlib.crc32(head), SUFFIX)
 
 
-class Decoder:
+class Decoder(StreamDecoder[Frame]):
     """Incremental decoder: feed any chunks, get whole frames; garbage before a prefix is skipped and counted."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self.skipped = 0
-        self._error: FrameError | None = None
-
-    def feed(self, data: bytes) -> list[Frame]:
-        """Add bytes; return the frames they complete. A frame with a bad CRC or suffix raises FrameError."""
-        self._buf += data
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-        frames: list[Frame] = []
-        while True:
-            try:
-                frame = self._next()
-            except FrameError as exc:
-                if not frames:
-                    raise
-                # Good frames ahead of a bad one in the same chunk are returned; the next call raises the error.
-                self._error = exc
-                return frames
-            if frame is None:
-                return frames
-            frames.append(frame)
 
     def _next(self) -> Frame | None:
         start = self._buf.find(PREFIX)

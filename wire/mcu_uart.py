@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wire.errors import FrameError, MalformedError
 from wire.ids import Pid, check_pid
+from wire.stream import StreamDecoder
 
 HEADER = b"\x55\xaa"
 HEAD = struct.Struct(">2sBBH")
@@ -64,36 +65,12 @@ def encode(frame: McuFrame) -> bytes:
     return head + bytes([sum8(head)])
 
 
-class McuDecoder:
+class McuDecoder(StreamDecoder[McuFrame]):
     """Incremental decoder: feed any chunks, get whole frames. Noise before a header is skipped and counted.
 
     A frame with a bad checksum or an impossible length raises FrameError once; decoding resumes one byte after
     its header, so a real frame that began inside the bad one is still found.
     """
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self.skipped = 0
-        self._error: FrameError | None = None
-
-    def feed(self, data: bytes) -> list[McuFrame]:
-        """Add bytes; return the frames they complete (a bad frame after good ones raises on the next call)."""
-        self._buf += data
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-        frames: list[McuFrame] = []
-        while True:
-            try:
-                frame = self._next()
-            except FrameError as exc:
-                if not frames:
-                    raise
-                self._error = exc
-                return frames
-            if frame is None:
-                return frames
-            frames.append(frame)
 
     def _next(self) -> McuFrame | None:
         start = self._buf.find(HEADER)
