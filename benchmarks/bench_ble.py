@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import time
 from dataclasses import dataclass
 
-from common import BENCH_ISSUER, BENCH_LEASE_ID, bench_tokens
+from common import BENCH_ISSUER, BENCH_LEASE_ID, bench_tokens, ratio_line
 
 from agent.config import BleConfig
 from agent.radios.ble.radio import BleRadio
@@ -73,16 +72,8 @@ async def one_unit(radio: BleRadio, line: BleLine, lease: bytes, sn: str, slot: 
 
 
 def report(att_mtu: int, units: list[Unit]) -> float:
-    wall = sum(u.wall_s for u in units)
-    radio = sum(u.radio_s for u in units)
-    ratio = wall / radio
-    worst = max(u.wall_s / u.radio_s for u in units)
-    print(
-        f"ATT MTU {att_mtu:3d} ({att_mtu - 3:3d}-byte fragments): {len(units)} units, "
-        f"wall {statistics.mean(u.wall_s for u in units):.3f} s/unit, "
-        f"radio {statistics.mean(u.radio_s for u in units):.3f} s/unit, "
-        f"overhead {(wall - radio) / len(units) * 1000:.1f} ms/unit, ratio {ratio:.3f} (worst unit {worst:.3f})"
-    )
+    ratio, text = ratio_line([(u.wall_s, u.radio_s) for u in units])
+    print(f"ATT MTU {att_mtu:3d} ({att_mtu - 3:3d}-byte fragments): {len(units)} units, {text}")
     return ratio
 
 

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import BENCH_ISSUER, BENCH_LEASE_ID, bench_tokens
+from common import BENCH_ISSUER, BENCH_LEASE_ID, bench_tokens, ratio_line
 
 from agent.config import ZigbeeConfig
 from agent.radios.zigbee.radio import ZigbeeRadio
@@ -77,17 +77,9 @@ async def series(units: int, bystanders: int, latency_s: float, state_dir: Path)
 
 
 def report(latency_s: float, units: list[Unit]) -> float:
-    wall = sum(u.wall_s for u in units)
-    radio = sum(u.radio_s for u in units)
-    ratio = wall / radio
-    worst = max(u.wall_s / u.radio_s for u in units)
-    print(
-        f"{latency_s * 1000:.0f} ms/frame: {len(units)} units, "
-        f"{statistics.mean(u.frames for u in units):.0f} frames/unit, "
-        f"wall {statistics.mean(u.wall_s for u in units):.3f} s/unit, "
-        f"radio {statistics.mean(u.radio_s for u in units):.3f} s/unit, "
-        f"overhead {(wall - radio) / len(units) * 1000:.1f} ms/unit, ratio {ratio:.3f} (worst unit {worst:.3f})"
-    )
+    ratio, text = ratio_line([(u.wall_s, u.radio_s) for u in units])
+    frames = statistics.mean(u.frames for u in units)
+    print(f"{latency_s * 1000:.0f} ms/frame: {len(units)} units, {frames:.0f} frames/unit, {text}")
     return ratio
 
 

@@ -94,3 +94,15 @@ def bench_tokens(
         gateway_key=gateway.public.raw, gateway_kid=gateway.kid, slot_lo=0, slot_hi=slots, exp=FAR,
     )  # fmt: skip
     return lease, sign(lease, BENCH_ISSUER), cert, cert_token
+
+
+def ratio_line(units: list[tuple[float, float]]) -> tuple[float, str]:
+    """For units given as (wall s, simulated radio s): the wall/radio ratio over all, and a one-line summary."""
+    wall = sum(w for w, _ in units)
+    radio = sum(r for _, r in units)
+    worst = max(w / r for w, r in units)
+    text = (
+        f"wall {wall / len(units):.3f} s/unit, radio {radio / len(units):.3f} s/unit, "
+        f"overhead {(wall - radio) / len(units) * 1000:.1f} ms/unit, ratio {wall / radio:.3f} (worst unit {worst:.3f})"
+    )
+    return wall / radio, text
