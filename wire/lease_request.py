@@ -1,12 +1,19 @@
-"""A gateway's lease and release requests over MQTT (`req/lease`, `req/release`) and the platform's answers.
+"""A gateway's signed requests over MQTT (`req/lease`, `req/release`) and the platform's answers.
 
-Requests and answers are deterministic CBOR maps. `id` correlates an answer with its request (MQTT 5 correlation
-data is echoed too, where the broker has it). A release is a token signed by the gateway's key: it hands slots
-back, so nobody else may send it.
+A request is a COSE_Sign1 token signed by the gateway's key (a topic name is never proof of who sent it). It
+names its gateway, carries a fresh 16-byte nonce and the gateway's clock; the platform refuses a request whose
+time lies outside `REQUEST_WINDOW_S` of its own clock, and a nonce it has seen in that window (a replay).
+Answers are deterministic CBOR maps. `id` correlates an answer with its request (MQTT 5 correlation data is
+echoed too, where the broker has it).
+
+A release does not hand slots back by itself: the lease ends by the gateway's `closed` record in its own journal
+chain, and slots come back when the platform has ingested the chain up to it. The release names that record's seq
+and asks the platform to say how many slots came back.
 """
 
 from __future__ import annotations
 
+import secrets
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
@@ -14,10 +21,44 @@ from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from wire.cbor import dumps
 from wire.strict import decode_model
-from wire.tokens import MAX_TOKEN_BYTES, Kind, Payload
+from wire.tokens import ID_PATTERN, MAX_TOKEN_BYTES, UINT32_END, Kind, Payload
 
 LEASE_OP = "lease"
 RELEASE_OP = "release"
+NONCE_BYTES = 16
+# How far a request's time may lie from the platform's clock; nonces are remembered this long on either side.
+REQUEST_WINDOW_S = 300
+
+
+def new_nonce() -> bytes:
+    """A fresh random nonce for one request."""
+    return secrets.token_bytes(NONCE_BYTES)
+
+
+class SignedRequest(Payload):
+    """What every gateway request carries: its id, its gateway, a nonce and the gateway's time."""
+
+    id: str = Field(alias="id", min_length=1, max_length=64)
+    gw: str = Field(alias="gw", min_length=1, max_length=64)
+    nonce: bytes = Field(alias="n", min_length=NONCE_BYTES, max_length=NONCE_BYTES)
+    at: int = Field(alias="at", ge=0, lt=UINT32_END)
+
+
+class LeaseRequest(SignedRequest):
+    """Ask for up to `slots` slots of a certificate (the platform may grant fewer, up to its policy maximum)."""
+
+    KIND: ClassVar[Kind] = Kind.LEASE_REQUEST
+    cert_no: str = Field(alias="c", min_length=1, max_length=12, pattern=ID_PATTERN)
+    slots: int = Field(alias="s", ge=1, le=10_000_000)
+    valid_s: int | None = Field(default=None, alias="v", ge=60, le=366 * 86400)
+
+
+class Release(SignedRequest):
+    """Ask what came back of a lease the gateway closed: `seq` is the seq of its `closed` record for the lease."""
+
+    KIND: ClassVar[Kind] = Kind.RELEASE
+    lease_id: str = Field(alias="l", min_length=1, max_length=10, pattern=ID_PATTERN)
+    seq: int = Field(alias="seq", ge=1)
 
 
 class _Cbor(BaseModel):
@@ -28,31 +69,6 @@ class _Cbor(BaseModel):
         return dumps(self.model_dump(mode="python", exclude_none=True))
 
 
-class LeaseRequest(_Cbor):
-    """Ask for up to `slots` slots of a certificate (the platform may grant fewer, up to its policy maximum)."""
-
-    id: str = Field(min_length=1, max_length=64)
-    cert_no: str = Field(min_length=1, max_length=12)
-    slots: int = Field(ge=1, le=10_000_000)
-    valid_s: int | None = Field(default=None, ge=60, le=366 * 86400)
-
-
-class Release(Payload):
-    """A gateway's signed statement that it will use no more slots of a lease; `seq` is its journal head then."""
-
-    KIND: ClassVar[Kind] = Kind.RELEASE
-    lease_id: str = Field(alias="l", min_length=1, max_length=10)
-    seq: int = Field(alias="seq", ge=0)
-    at: int = Field(alias="at", ge=0)
-
-
-class ReleaseRequest(_Cbor):
-    """Hand back the unused slots of a lease: `release` is a Release token signed by the gateway."""
-
-    id: str = Field(min_length=1, max_length=64)
-    release: bytes = Field(min_length=1, max_length=MAX_TOKEN_BYTES)
-
-
 class AnswerCode(StrEnum):
     """How a request ended."""
 
@@ -60,10 +76,12 @@ class AnswerCode(StrEnum):
     NO_SLOTS = "no_slots"  # every slot is leased or spent
     NOT_FOUND = "not_found"  # no such certificate or lease (for this gateway)
     REFUSED = "refused"  # certificate not approved or expired, gateway revoked, another organisation's
-    PENDING = "pending"  # release: the platform has not yet acked the journal up to the release's seq; resend later
+    PENDING = "pending"  # release: the platform has not yet ingested the journal up to the close; resend later
     MALFORMED = "malformed"
     UNKNOWN_GATEWAY = "unknown_gateway"
-    BAD_SIGNATURE = "bad_signature"
+    BAD_SIGNATURE = "bad_signature"  # not signed by the gateway's key, or unsigned
+    REPLAYED = "replayed"  # a nonce seen before, or a time outside the window (check the gateway's clock)
+    FROZEN = "frozen"  # the gateway's journal forked (restored from a backup?); an admin must reinstate it
     ERROR = "error"  # the platform could not answer now; resend later
 
 
@@ -82,22 +100,12 @@ class LeaseAnswer(_Cbor):
 
 
 class ReleaseAnswer(_Cbor):
-    """The answer on `res/release`: how many slots came back to the certificate."""
+    """The answer on `res/release`: how many slots came back to the certificate when the close was ingested."""
 
     id: str = Field(max_length=64)
     code: Annotated[AnswerCode, Strict(False)]
     message: str = Field(default="", max_length=500)
     returned: int = Field(default=0, ge=0)
-
-
-def lease_request_from_cbor(data: bytes) -> LeaseRequest:
-    """Strictly decode a lease request."""
-    return decode_model(data, LeaseRequest, "lease request")
-
-
-def release_request_from_cbor(data: bytes) -> ReleaseRequest:
-    """Strictly decode a release request."""
-    return decode_model(data, ReleaseRequest, "release request")
 
 
 def lease_answer_from_cbor(data: bytes) -> LeaseAnswer:

@@ -18,12 +18,18 @@ MAX_BATCH_RECORDS = 500
 
 
 class RecordKind(StrEnum):
-    """What happened to a slot."""
+    """What happened to a slot, or (`closed`) to a whole lease."""
 
     RESERVED = "reserved"
     CONFIRMED = "confirmed"
     RELEASED = "released"
     IN_DOUBT = "in_doubt"
+    # The gateway spends nothing more on the lease: no record on it after this one is valid. Its `slot` is the
+    # lease's slot_hi, its `sn` the lease id, `radio` CLOSE_RADIO, and its PIDs the lease's (see close_record).
+    CLOSED = "closed"
+
+
+CLOSE_RADIO = "gateway"
 
 
 class Record(BaseModel):
@@ -50,6 +56,16 @@ class Record(BaseModel):
     def digest(self) -> bytes:
         """This record's link in the chain: SHA-256 of its CBOR."""
         return hashlib.sha256(self.to_cbor()).digest()
+
+
+def close_record(
+    gw: str, seq: int, prev: bytes, *, lease_id: str, slot_hi: int, old_pid: str, new_pid: str, at: int, reason: str
+) -> Record:
+    """The record that closes a lease at `seq`: the gateway's signed-by-chain statement that it spends no more."""
+    return Record(
+        gw=gw, seq=seq, prev=prev, kind=RecordKind.CLOSED, lease_id=lease_id, slot=slot_hi, sn=lease_id,
+        old_pid=old_pid, new_pid=new_pid, radio=CLOSE_RADIO, at=at, reason=reason,
+    )  # fmt: skip
 
 
 def record_from_cbor(data: bytes) -> Record:
@@ -98,6 +114,7 @@ def batch_from_cbor(data: bytes) -> Batch:
 
 
 __all__ = [
+    "CLOSE_RADIO",
     "GENESIS",
     "Batch",
     "ChainBreakError",
@@ -105,5 +122,6 @@ __all__ = [
     "RecordKind",
     "batch_from_cbor",
     "check_chain",
+    "close_record",
     "record_from_cbor",
 ]

@@ -41,6 +41,7 @@ class Kind(StrEnum):
     CHECKPOINT = "application/rebadge-checkpoint+cbor"
     ACK = "application/rebadge-ack+cbor"
     RELEASE = "application/rebadge-release+cbor"
+    LEASE_REQUEST = "application/rebadge-lease-request+cbor"
 
 
 class Payload(BaseModel):
