@@ -93,7 +93,11 @@ certificates = Table(
     Column("issuer_kid", String(16)),
     Column("created_at", BigInteger, nullable=False),
     Column("decided_at", BigInteger),
-    Column("org_id", Integer, ForeignKey("organisations.id"), index=True),  # None: issued by the platform itself
+    Column("org_id", Integer, ForeignKey("organisations.id"), index=True),  # the applicant; None: old platform issue
+    # Who owned the original and the new product when the application was made: with the applicant, the only
+    # organisations that may read the certificate and its leases (a PID registered later gains no reader).
+    Column("original_org_id", Integer, ForeignKey("organisations.id"), index=True),
+    Column("new_org_id", Integer, ForeignKey("organisations.id"), index=True),
 )
 
 gateways = Table(
