@@ -1,6 +1,7 @@
 """What the journal costs per unit on the line: reserve + confirm, against one bare SQLite INSERT transaction.
 
-Run: `python benchmarks/bench_journal.py [--units N] [--dir DIR]` (DIR: put the files on the disk you care about).
+Run: `python benchmarks/bench_journal.py [--units N] [--open-records N] [--dir DIR]` (DIR: put the files on the
+disk you care about).
 Every figure is measured in the same run on the same disk: WAL with synchronous=FULL throughout, so each
 commit waits for fsync. A unit is two journal transactions (reserve, then confirm), each writing one record.
 The series run round-robin, one step each in turn, so that a busy disk slows all of them alike.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import math
 import sqlite3
 import statistics
@@ -19,10 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiosqlite
-from common import BENCH_CERT_NO, BENCH_ISSUER, bench_tokens
+from common import BENCH_CERT_NO, BENCH_ISSUER, BENCH_LEASE_ID, bench_tokens
 
 from agent.journal import Journal
 from wire.keys import SigningKey
+from wire.records import Record, RecordKind
 from wire.tokens import Grant, sign
 
 ISSUER = BENCH_ISSUER
@@ -31,6 +34,8 @@ OLD, NEW = "aaaaaaaa", "bbbbbbbb"
 BODY = bytes(190)  # about the size of one record's CBOR
 PREFILLED = 20_000
 WARMUP = 20
+OPEN_RECORDS = 200_000
+OPEN_RUNS = 3
 
 
 def real_grant(sn: str) -> Callable[[str, int], bytes]:
@@ -138,6 +143,38 @@ class AioBareSeries:
             await self.db.close()
 
 
+def _retained_records(path: Path, n: int) -> None:
+    """N records chained after the journal's head, written straight into the file as if none had been acked."""
+    with sqlite3.connect(path) as db:
+        head_seq, prev = db.execute("SELECT head_seq, head_digest FROM chain").fetchone()
+        rows = []
+        for seq in range(head_seq + 1, head_seq + n + 1):
+            record = Record(
+                gw="bench", seq=seq, prev=prev, kind=RecordKind.CONFIRMED, lease_id=BENCH_LEASE_ID, slot=seq,
+                sn=f"SN{seq:07d}", old_pid=OLD, new_pid=NEW, radio="wifi", at=seq, reason="",
+            )  # fmt: skip
+            body = record.to_cbor()
+            prev = hashlib.sha256(body).digest()
+            rows.append((seq, body, prev))
+        db.executemany("INSERT INTO records VALUES (?, ?, ?)", rows)
+        db.execute("UPDATE chain SET head_seq = ?, head_digest = ?", (head_seq + n, prev))
+
+
+async def bench_open(root: Path, n: int) -> list[float]:
+    """Seconds per `Journal.open` of a journal retaining `n` records."""
+    path = root / "open.sqlite"
+    journal = await Journal.open(path, "bench", min_free_bytes=0)
+    await journal.close()
+    _retained_records(path, n)
+    times = []
+    for _ in range(OPEN_RUNS):
+        start = time.perf_counter()
+        journal = await Journal.open(path, "bench", min_free_bytes=0)
+        times.append(time.perf_counter() - start)
+        await journal.close()
+    return times
+
+
 def p95(times: list[float]) -> float:
     ordered = sorted(times)
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
@@ -146,6 +183,7 @@ def p95(times: list[float]) -> float:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--units", type=int, default=500, help="measured units (and bare transactions) per row")
+    parser.add_argument("--open-records", type=int, default=OPEN_RECORDS, help="records retained for the open test")
     parser.add_argument("--dir", type=Path, default=None, help="where to put the database files")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -175,11 +213,18 @@ async def main() -> None:
                     times[name].append(took)
         for _, s in series:
             await s.close()
+        opens = await bench_open(root, args.open_records) if args.open_records else []
     bare = statistics.median(times[series[0][0]])
     print(f"{'what':42} {'n':>5} {'median ms':>10} {'p95 ms':>8} {'x bare':>7}")
     for name, row in times.items():
         median = statistics.median(row)
         print(f"{name:42} {len(row):5d} {median * 1e3:10.3f} {p95(row) * 1e3:8.3f} {median / bare:7.1f}")
+    if opens:
+        best = min(opens)
+        print(
+            f"journal open, {args.open_records:,} retained records: best of {len(opens)} {best:.2f} s"
+            f" ({best / args.open_records * 1e6:.1f} us per record)"
+        )
 
 
 if __name__ == "__main__":

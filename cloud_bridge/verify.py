@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 from cloud_bridge.anomalies import AnomalyKind
 from cloud_bridge.errors import CloudError
+from wire.chain import BadRecordError, ChainBreakError, ChainChecker
 from wire.errors import MalformedError, TokenError, WireError
 from wire.keys import KeyRing, PublicKey
-from wire.records import Batch, Record, batch_from_cbor, record_from_cbor
+from wire.records import Batch, Record, batch_from_cbor
 from wire.tokens import Checkpoint, verify
 
 
@@ -76,54 +76,29 @@ def _check_bounds(rec: Record, gw: str) -> None:
             )
 
 
-def _decode_records(batch: Batch) -> tuple[list[Record], list[bytes]]:
+def _check_records(batch: Batch) -> tuple[list[Record], list[bytes]]:
+    """Records and digests, each decoded strictly and linked to the one before it (the ledger checks the first)."""
+    chain = ChainChecker.segment(batch.gw, batch.from_seq)
     records: list[Record] = []
-    for i, body in enumerate(batch.records):
-        seq = batch.from_seq + i
+    digests: list[bytes] = []
+    for body in batch.records:
         try:
-            rec = record_from_cbor(body)
-        except MalformedError as exc:
+            rec = chain.feed(body)
+        except BadRecordError as exc:
             raise BatchRejectedError(
-                f"record {seq} is malformed: {exc}", kind=AnomalyKind.MALFORMED, gw=batch.gw, seq=seq
+                f"record {exc.seq} is malformed: {exc.why}", kind=AnomalyKind.MALFORMED, gw=batch.gw, seq=exc.seq
             ) from exc
-        # The decoder has checked the encoding is deterministic; with every field present, the body is exactly
-        # Record.to_cbor(), so its SHA-256 is the record's digest without encoding it again.
-        if len(rec.model_fields_set) != len(Record.model_fields):
+        except ChainBreakError as exc:
             raise BatchRejectedError(
-                f"record {seq} leaves out fields; the canonical encoding names every field",
-                kind=AnomalyKind.MALFORMED,
+                f"batch records do not form a chain at seq {exc.seq}: {exc.why}",
+                kind=AnomalyKind.BROKEN_CHAIN,
                 gw=batch.gw,
-                seq=seq,
-            )
+                seq=exc.seq,
+            ) from exc
         _check_bounds(rec, batch.gw)
-        if rec.gw != batch.gw:
-            raise BatchRejectedError(
-                f"record {seq} names gateway {rec.gw!r} inside a batch of gateway {batch.gw!r}",
-                kind=AnomalyKind.MALFORMED,
-                gw=batch.gw,
-                seq=seq,
-            )
         records.append(rec)
-    return records, list(batch.records)
-
-
-def _check_links(records: list[Record], digests: list[bytes], from_seq: int, gw: str) -> None:
-    # wire.records.check_chain over digests already computed: seqs follow on, each record names the one before it.
-    for i, rec in enumerate(records):
-        if rec.seq != from_seq + i:
-            raise BatchRejectedError(
-                f"batch records do not form a chain: record seq {rec.seq} where seq {from_seq + i} was expected",
-                kind=AnomalyKind.BROKEN_CHAIN,
-                gw=gw,
-                seq=from_seq + i,
-            )
-        if i and rec.prev != digests[i - 1]:
-            raise BatchRejectedError(
-                f"batch records do not form a chain: record seq {rec.seq} does not link to the record before it",
-                kind=AnomalyKind.BROKEN_CHAIN,
-                gw=gw,
-                seq=rec.seq,
-            )
+        digests.append(chain.head)
+    return records, digests
 
 
 def verify_batch(batch: Batch, key: PublicKey) -> VerifiedBatch:
@@ -144,9 +119,7 @@ def verify_batch(batch: Batch, key: PublicKey) -> VerifiedBatch:
             kind=AnomalyKind.MALFORMED,
             gw=batch.gw,
         )
-    records, bodies = _decode_records(batch)
-    digests = [hashlib.sha256(body).digest() for body in bodies]
-    _check_links(records, digests, batch.from_seq, batch.gw)
+    records, digests = _check_records(batch)
     head = digests[-1]
     last_seq = batch.from_seq + len(records) - 1
     if checkpoint.seq != last_seq or checkpoint.head != head:
@@ -156,4 +129,4 @@ def verify_batch(batch: Batch, key: PublicKey) -> VerifiedBatch:
             gw=batch.gw,
             seq=last_seq,
         )
-    return VerifiedBatch(batch.gw, batch.from_seq, tuple(records), tuple(bodies), tuple(digests), checkpoint)
+    return VerifiedBatch(batch.gw, batch.from_seq, tuple(records), tuple(batch.records), tuple(digests), checkpoint)

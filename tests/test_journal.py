@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 
 from agent.errors import DiskFullError, JournalCorruptError, JournalError
 from agent.journal import SCHEMA_VERSION, Attempt, AttemptState, Counts, Journal, StoredLease
+from wire.chain import ChainChecker
 from wire.keys import KeyRing, SigningKey
-from wire.records import GENESIS, Record, RecordKind, check_chain, record_from_cbor
+from wire.records import GENESIS, Record, RecordKind, record_from_cbor
 from wire.tokens import Certificate, Grant, Lease, sign, token_hash, verify
 
 DATA = Path(__file__).parent / "data"
@@ -349,7 +350,7 @@ async def test_concurrent_reservations_never_share_a_slot(path: Path, clock: Clo
         slots = sorted(a.slot for a in got if a is not None)
         assert slots == [0, 1, 2, 3, 4, 5]
         assert sum(a is None for a in got) == 4
-        check_chain(await records(journal), GENESIS, 1)
+        ChainChecker(GW).extend(await records(journal))
     assert live_slot_dupes(path) == []
 
 
@@ -434,7 +435,7 @@ async def test_reopen_keeps_everything_and_continues_the_chain(path: Path, clock
         recs = await records(journal)
         assert recs[-1].seq == 3
         assert recs[-1].prev == head[1]
-        assert check_chain(recs, GENESIS, 1) == (await journal.head())[1]
+        assert ChainChecker(GW).extend(recs) == (await journal.head())[1]
 
 
 async def test_apply_ack_retires_records_and_the_chain_survives_reopen(path: Path, clock: Clock) -> None:
@@ -601,7 +602,8 @@ async def test_stored_v1_journal_migrates_with_records_and_chain_intact(old_jour
             )
     async with await Journal.open(old_journal, "line-old", clock=clock) as journal:
         assert await journal.head() == head
-        assert check_chain(await journal.pending(0, 100), record_from_cbor(bodies[4]).prev, 4) == head[1]
+        pending = await journal.pending(0, 100)
+        assert ChainChecker("line-old", seq=3, head=record_from_cbor(bodies[4]).prev).extend(pending) == head[1]
 
 
 async def test_v1_journal_with_a_doubly_held_slot_is_not_migrated(old_journal: Path, clock: Clock) -> None:
@@ -744,7 +746,10 @@ async def check_ledger(journal: Journal, model: Model, path: Path, refused: int)
     retired_seq, retired_digest = model.retired
     assert await journal.acked() == retired_seq
     kept = await journal.pending(retired_seq, 10_000)
-    assert await journal.head() == (retired_seq + len(kept), check_chain(kept, retired_digest, retired_seq + 1))
+    assert await journal.head() == (
+        retired_seq + len(kept),
+        ChainChecker(GW, seq=retired_seq, head=retired_digest).extend(kept),
+    )
     counts = await journal.counts("C1")
     assert counts == model.counts(refused)
     assert counts.confirmed + counts.in_doubt <= sum(hi - lo for lo, hi, _ in MODEL_LEASES.values())

@@ -1,4 +1,4 @@
-"""Journal records: deterministic bytes and digests, strict decoding, and where a chain check says it breaks."""
+"""Journal records and batches: deterministic bytes and digests, strict decoding (their chain: test_wire_chain)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,9 @@ from wire.records import (
     GENESIS,
     MAX_BATCH_RECORDS,
     Batch,
-    ChainBreakError,
     Record,
     RecordKind,
     batch_from_cbor,
-    check_chain,
     record_from_cbor,
 )
 
@@ -90,56 +88,6 @@ def test_record_decoding_names_the_bad_field(change: dict[str, Any], field: str)
 def test_record_with_extra_field_is_refused() -> None:
     with pytest.raises(MalformedError, match="'extra'"):
         record_from_cbor(dumps({**make_chain(1)[0].model_dump(mode="python"), "extra": 1}))
-
-
-def test_good_chain_returns_its_head() -> None:
-    records = make_chain(5)
-    assert check_chain(records, GENESIS, 1) == records[-1].digest()
-    assert check_chain(records[2:], records[1].digest(), 3) == records[-1].digest()
-    assert check_chain([], b"\x07" * 32, 9) == b"\x07" * 32
-
-
-def test_gap_is_reported_at_the_missing_seq() -> None:
-    records = make_chain(5)
-    with pytest.raises(ChainBreakError) as caught:
-        check_chain([records[0], records[1], records[3]], GENESIS, 1)
-    assert caught.value.seq == 3
-    assert "seq 4 where seq 3 was expected" in str(caught.value)
-
-
-def test_bad_link_is_reported_at_the_record_that_does_not_link() -> None:
-    records = make_chain(4)
-    forged = records[2].model_copy(update={"prev": b"\xee" * 32})
-    with pytest.raises(ChainBreakError) as caught:
-        check_chain([records[0], records[1], forged, records[3]], GENESIS, 1)
-    assert caught.value.seq == 3
-    assert caught.value.field == "prev"
-
-
-def test_edited_record_breaks_the_link_after_it() -> None:
-    records = make_chain(4)
-    records[1] = records[1].model_copy(update={"slot": 99})
-    with pytest.raises(ChainBreakError) as caught:
-        check_chain(records, GENESIS, 1)
-    assert caught.value.seq == 3
-
-
-def test_wrong_first_seq_is_reported_at_the_expected_seq() -> None:
-    records = make_chain(3, first_seq=5)
-    with pytest.raises(ChainBreakError) as caught:
-        check_chain(records, GENESIS, 4)
-    assert caught.value.seq == 4
-
-
-def test_wrong_prev_for_the_first_record() -> None:
-    records = make_chain(2)
-    with pytest.raises(ChainBreakError) as caught:
-        check_chain(records, b"\x01" * 32, 1)
-    assert caught.value.seq == 1
-
-
-def test_chain_break_is_malformed() -> None:
-    assert issubclass(ChainBreakError, MalformedError)
 
 
 def test_batch_round_trip_and_limits() -> None:

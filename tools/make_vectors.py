@@ -30,9 +30,10 @@ from pydantic import BaseModel
 from wire import device, frames55aa
 from wire.announce import Announce
 from wire.cbor import dumps
+from wire.chain import ChainChecker
 from wire.device import Firmware, Radio, Status
 from wire.keys import SigningKey
-from wire.records import GENESIS, Batch, Record, RecordKind, check_chain
+from wire.records import GENESIS, Batch, Record, RecordKind
 from wire.tokens import (
     ALG_EDDSA,
     COSE_SIGN1_TAG,
@@ -213,7 +214,7 @@ def tokens_file() -> dict[str, Any]:
     cert = certificate()
     cert_token = sign(cert, KEYS["issuer"])
     lease_token = sign(lease(cert_token), KEYS["issuer"])
-    head = check_chain(chain(), GENESIS, 1)
+    head = ChainChecker(GW).extend(chain())
     checkpoint = Checkpoint(gw=GW, seq=3, head=head, at=T0 + 3700)
     bundle = LeaseBundle(lease=lease_token, certificate=cert_token)
     return {

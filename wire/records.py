@@ -1,4 +1,4 @@
-"""Journal records, their hash chain, and the batches a gateway sends to the platform."""
+"""Journal records and the batches a gateway sends to the platform (their chain is checked in wire.chain)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from wire.cbor import dumps
-from wire.errors import MalformedError
 from wire.ids import Pid, Sn
 from wire.strict import decode_model
 
@@ -73,27 +72,6 @@ def record_from_cbor(data: bytes) -> Record:
     return decode_model(data, Record, "record")
 
 
-class ChainBreakError(MalformedError):
-    """Records that do not link: `seq` is the first one that does not follow."""
-
-    def __init__(self, message: str, *, seq: int) -> None:
-        super().__init__(message, field="prev")
-        self.seq = seq
-
-
-def check_chain(records: list[Record], prev: bytes, first_seq: int) -> bytes:
-    """Check that `records` follow `prev` at `first_seq` one by one; return the new head."""
-    head = prev
-    for i, rec in enumerate(records):
-        want = first_seq + i
-        if rec.seq != want:
-            raise ChainBreakError(f"record seq {rec.seq} where seq {want} was expected", seq=want)
-        if rec.prev != head:
-            raise ChainBreakError(f"record seq {rec.seq} does not link to the record before it", seq=rec.seq)
-        head = rec.digest()
-    return head
-
-
 class Batch(BaseModel):
     """Records seq from_seq.. in order, with a checkpoint token signed by the gateway over the last one."""
 
@@ -117,11 +95,9 @@ __all__ = [
     "CLOSE_RADIO",
     "GENESIS",
     "Batch",
-    "ChainBreakError",
     "Record",
     "RecordKind",
     "batch_from_cbor",
-    "check_chain",
     "close_record",
     "record_from_cbor",
 ]

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from agent.errors import JournalCorruptError
-from wire.errors import MalformedError
-from wire.records import record_from_cbor
+from wire.chain import ChainChecker, ChainError
 
 RESTORE_HINT = "refusing to start. Restore the journal from the platform or contact support"
 
@@ -35,41 +33,30 @@ class ChainVerifier:
     def __init__(self, gw: str, state: ChainState) -> None:
         if state.retired_seq > state.head_seq:
             raise broken(state.head_seq + 1, f"the last retired seq {state.retired_seq} lies past the head")
-        self.gw = gw
         self.state = state
-        self.seq = state.retired_seq
-        self.digest = state.retired_digest
+        self.chain = ChainChecker(gw, seq=state.retired_seq, head=state.retired_digest)
 
     def feed(self, rows: Iterable[tuple[int, bytes, bytes]]) -> None:
         """Check the next rows; raise JournalCorruptError naming the first bad seq."""
+        chain = self.chain
         for seq, body, digest in rows:
-            self._check(seq, bytes(body), bytes(digest))
-            self.seq, self.digest = seq, bytes(digest)
-
-    def _check(self, seq: int, body: bytes, digest: bytes) -> None:
-        want = self.seq + 1
-        if seq != want:
-            raise broken(want, f"record seq {want} is missing (the next stored record is seq {seq})")
-        if hashlib.sha256(body).digest() != digest:
-            raise broken(seq, "record body does not match its hash")
-        try:
-            rec = record_from_cbor(body)
-        except MalformedError as exc:
-            raise broken(seq, f"record body does not decode ({exc})") from exc
-        if rec.seq != seq:
-            raise broken(seq, f"record body says seq {rec.seq}")
-        if rec.gw != self.gw:
-            raise broken(seq, f"record belongs to gateway {rec.gw!r}, not {self.gw!r}")
-        if rec.prev != self.digest:
-            before = "the last retired record" if seq == self.state.retired_seq + 1 else "the record before it"
-            raise broken(seq, f"record does not link to {before}")
+            if seq != chain.seq + 1:
+                raise broken(
+                    chain.seq + 1, f"record seq {chain.seq + 1} is missing (the next stored record is seq {seq})"
+                )
+            try:
+                chain.feed(body)
+            except ChainError as exc:
+                raise broken(exc.seq, exc.why) from exc
+            if chain.head != digest:
+                raise broken(seq, "record body does not match its hash")
 
     def finish(self) -> None:
         """After the last row: the chain must end exactly at the stored head."""
-        head_seq, head_digest = self.state.head_seq, self.state.head_digest
-        if self.seq < head_seq:
-            raise broken(self.seq + 1, f"record seq {self.seq + 1} is missing (the journal's head is seq {head_seq})")
-        if self.seq > head_seq:
+        seq, head_seq = self.chain.seq, self.state.head_seq
+        if seq < head_seq:
+            raise broken(seq + 1, f"record seq {seq + 1} is missing (the journal's head is seq {head_seq})")
+        if seq > head_seq:
             raise broken(head_seq + 1, f"records run past the stored head seq {head_seq}")
-        if self.digest != head_digest:
-            raise broken(self.seq, "record does not match the stored head")
+        if self.chain.head != self.state.head_digest:
+            raise broken(seq, "record does not match the stored head")
