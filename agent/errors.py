@@ -35,6 +35,28 @@ class JournalCorruptError(JournalError):
         self.seq = seq
 
 
+class JournalFrozenError(JournalError):
+    """The platform froze this gateway (its journal was restored from a backup): nothing new is written."""
+
+
+class LeaseClosedError(JournalError):
+    """An attempt on a lease this gateway closed cannot change any more; `lease_id` and `seq` name the close."""
+
+    def __init__(self, message: str, *, lease_id: str, seq: int) -> None:
+        super().__init__(message)
+        self.lease_id = lease_id
+        self.seq = seq
+
+
+class OpenAttemptsError(JournalError):
+    """A lease cannot be closed while attempts on it are open (reserved or in doubt); `sns` names their units."""
+
+    def __init__(self, message: str, *, lease_id: str, sns: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.lease_id = lease_id
+        self.sns = sns
+
+
 class DiskFullError(JournalError):
     """Too little disk left to journal safely: new scans are refused until space is freed."""
 

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.errors import DiskFullError, JournalCorruptError, JournalError
-from agent.journal import SCHEMA_VERSION, Attempt, AttemptState, Counts, Journal, StoredLease
+from agent.errors import DiskFullError, JournalCorruptError, JournalError, JournalFrozenError, LeaseClosedError
+from agent.journal import SCHEMA_VERSION, AckOutcome, AckResult, Attempt, AttemptState, Counts, Journal, StoredLease
 from wire.chain import ChainChecker
 from wire.keys import KeyRing, SigningKey
 from wire.records import GENESIS, Record, RecordKind, record_from_cbor
@@ -445,14 +445,14 @@ async def test_apply_ack_retires_records_and_the_chain_survives_reopen(path: Pat
             assert a is not None
             await journal.confirm(a.id)
         recs = await records(journal)
-        assert await journal.apply_ack(4, recs[3].digest()) == 4
+        assert await journal.apply_ack(4, recs[3].digest(), T0) == AckResult(AckOutcome.RETIRED, 4)
         assert await journal.acked() == 4
         assert [r.seq for r in await journal.pending(0, 100)] == [5, 6]
-        assert await journal.apply_ack(2, recs[1].digest()) == 0  # older ack: nothing to do
-        assert await journal.apply_ack(4, recs[3].digest()) == 0  # repeated ack
+        assert await journal.apply_ack(2, recs[1].digest(), T0) == AckResult(AckOutcome.UNCHANGED)  # older seq
+        assert await journal.apply_ack(4, recs[3].digest(), T0) == AckResult(AckOutcome.UNCHANGED)  # repeated ack
     async with await Journal.open(path, GW, clock=clock) as journal:
         assert await journal.acked() == 4
-        assert await journal.apply_ack(6, recs[5].digest()) == 2
+        assert (await journal.apply_ack(6, recs[5].digest(), T0 + 1)).retired == 2
         assert await journal.pending(0, 100) == []
         assert await journal.head() == (6, recs[5].digest())
     async with await Journal.open(path, GW, clock=clock) as journal:  # everything retired: the head carries on
@@ -465,15 +465,15 @@ async def test_apply_ack_retires_records_and_the_chain_survives_reopen(path: Pat
         assert (await journal.head())[0] == 7
 
 
-async def test_a_mismatching_or_future_ack_retires_nothing(path: Path, clock: Clock) -> None:
+async def test_a_mismatching_or_future_ack_retires_nothing_and_freezes(path: Path, clock: Clock) -> None:
     async with await opened(path, clock, ("L1", 0, 5)) as journal:
         a = await reserve(journal, "SN0001")
         assert a is not None
         await journal.confirm(a.id)
-        with pytest.raises(JournalError, match=r"ack for seq 2 names head 0101010101010101.*nothing retired"):
-            await journal.apply_ack(2, bytes([1]) * 32)
-        with pytest.raises(JournalError, match="ack for seq 3 lies beyond this journal's head seq 2"):
-            await journal.apply_ack(3, bytes(32))
+        assert await journal.apply_ack(2, bytes([1]) * 32, T0) == AckResult(AckOutcome.FROZE)
+        assert journal.frozen is not None
+        assert journal.frozen.reason.startswith("the platform acked head 0101010101010101... at seq 2")
+        assert await journal.apply_ack(3, bytes(32), T0) == AckResult(AckOutcome.STILL_FROZEN)
         assert await journal.acked() == 0
         assert [r.seq for r in await records(journal)] == [1, 2]
 
@@ -593,7 +593,7 @@ async def test_stored_v1_journal_migrates_with_records_and_chain_intact(old_jour
         head = await journal.head()
         assert head[0] == 11
     with sqlite3.connect(old_journal) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):  # v2: the database refuses a second live slot
             db.execute(
                 "INSERT INTO attempts (lease_id, cert_no, slot, sn, old_pid, new_pid, radio, state, grant_token,"
@@ -617,13 +617,13 @@ async def test_v1_journal_with_a_doubly_held_slot_is_not_migrated(old_journal: P
 async def test_a_newer_schema_is_refused(path: Path, clock: Clock) -> None:
     await (await Journal.open(path, GW, clock=clock)).close()
     edit(path, "PRAGMA user_version = 99")
-    with pytest.raises(JournalError, match="schema v99, newer than this agent's v2; upgrade the agent"):
+    with pytest.raises(JournalError, match=f"schema v99, newer than this agent's v{SCHEMA_VERSION}; upgrade the agent"):
         await Journal.open(path, GW, clock=clock)
 
 
 # -- random histories ------------------------------------------------------------------------------------------------
 
-MODEL_LEASES = {"LA": (0, 3, T0 + 50), "LB": (10, 13, FAR)}  # LA expires when the history says "expire"
+MODEL_LEASES = {"LA01": (0, 3, T0 + 50), "LB01": (10, 13, FAR)}  # LA01 expires when the history says "expire"
 LIVE = {AttemptState.RESERVED, AttemptState.CONFIRMED, AttemptState.IN_DOUBT}
 OPEN = {AttemptState.RESERVED, AttemptState.IN_DOUBT}
 MOVES = {
@@ -636,6 +636,7 @@ HISTORIES = st.lists(
         st.tuples(st.just("reserve"), st.integers(0, 7)),
         st.tuples(st.sampled_from(sorted(MOVES)), st.integers(0, 40)),
         st.tuples(st.just("ack"), st.integers(0, 40)),
+        st.tuples(st.just("close"), st.integers(0, 3)),
         st.tuples(st.sampled_from(["reopen", "recover", "expire"]), st.just(0)),
     ),
     max_size=30,
@@ -643,15 +644,23 @@ HISTORIES = st.lists(
 
 
 class Model:
-    """What the journal should hold: attempts by id, the clock, and the retired end of the chain."""
+    """What the journal should hold: attempts by id, the clock, the retired end of the chain, the closed leases,
+    and whether a forked ack froze the gateway."""
 
     def __init__(self) -> None:
         self.clock = Clock()
         self.attempts: dict[int, tuple[str, int, str, AttemptState]] = {}  # id -> lease, slot, SN, state
         self.retired = (0, GENESIS)
+        self.closed: set[str] = set()
+        self.frozen = False
+        self.ack_at = T0
 
     def active(self) -> list[tuple[str, int, int]]:
-        leases = [(lo, hi, lid) for lid, (lo, hi, exp) in MODEL_LEASES.items() if exp > self.clock.now]
+        leases = [
+            (lo, hi, lid)
+            for lid, (lo, hi, exp) in MODEL_LEASES.items()
+            if exp > self.clock.now and lid not in self.closed
+        ]
         return [(lid, lo, hi) for lo, hi, lid in sorted(leases)]
 
     def lowest_free(self) -> tuple[str, int] | None:
@@ -677,6 +686,10 @@ class Model:
 
 async def step(journal: Journal, model: Model, op: str, arg: int, path: Path) -> Journal:
     """Apply one operation to the journal and the model; return the (maybe reopened) journal."""
+    if model.frozen and op in ("reserve", "close", *MOVES):
+        with pytest.raises(JournalFrozenError):
+            await write(journal, op, arg, model)
+        return journal
     if op == "reserve":
         sn = f"SN{arg:04d}"
         if model.sn_blocked(sn):
@@ -692,6 +705,10 @@ async def step(journal: Journal, model: Model, op: str, arg: int, path: Path) ->
         attempt_id = sorted(model.attempts)[arg % len(model.attempts)]
         lid, slot, sn, state = model.attempts[attempt_id]
         to, allowed = MOVES[op]
+        if lid in model.closed:
+            with pytest.raises(LeaseClosedError, match=f"lies on lease {lid}"):
+                await move(journal, op, attempt_id)
+            return journal
         if state not in allowed:
             with pytest.raises(
                 JournalError, match=f"attempt {attempt_id} for SN {sn} is {state}; it cannot become {to}"
@@ -702,12 +719,15 @@ async def step(journal: Journal, model: Model, op: str, arg: int, path: Path) ->
         model.attempts[attempt_id] = (lid, slot, sn, to)
     elif op == "ack":
         await ack(journal, model, arg)
+    elif op == "close":
+        await close(journal, model, arg)
     elif op == "reopen":
         await journal.close()
         return await Journal.open(path, GW, clock=model.clock)
     elif op == "recover":
         recovered = await journal.recover()
-        expected = sorted(i for i, (_, _, _, state) in model.attempts.items() if state is AttemptState.RESERVED)
+        reserved = (i for i, (_, _, _, state) in model.attempts.items() if state is AttemptState.RESERVED)
+        expected = [] if model.frozen else sorted(reserved)
         assert [a.id for a in recovered] == expected
         for i in expected:
             lid, slot, sn, _ = model.attempts[i]
@@ -715,6 +735,33 @@ async def step(journal: Journal, model: Model, op: str, arg: int, path: Path) ->
     elif op == "expire":
         model.clock.now = T0 + 60
     return journal
+
+
+async def write(journal: Journal, op: str, arg: int, model: Model) -> object:
+    """An operation that writes a record (refused while frozen)."""
+    if op == "reserve":
+        return await reserve(journal, f"SN{arg:04d}")
+    if op == "close":
+        return await journal.close_lease(sorted(MODEL_LEASES)[arg % 2], "closed", force=True)
+    return await move(journal, op, sorted(model.attempts)[arg % len(model.attempts)] if model.attempts else 1)
+
+
+async def close(journal: Journal, model: Model, arg: int) -> None:
+    """Close a lease (arg 0, 1) or force it closed (arg 2, 3); its open attempts stay in doubt for good."""
+    lid = sorted(MODEL_LEASES)[arg % 2]
+    force = arg >= 2
+    open_ids = sorted(i for i, (lease, _, _, state) in model.attempts.items() if lease == lid and state in OPEN)
+    if lid not in model.closed and open_ids and not force:
+        with pytest.raises(JournalError, match=f"lease {lid} has attempts whose outcome is not known"):
+            await journal.close_lease(lid, "closed")
+        return
+    closed = await journal.close_lease(lid, "closed", force=force)
+    assert closed.new is (lid not in model.closed)
+    assert [a.id for a in closed.in_doubt] == (open_ids if closed.new else [])
+    for i in open_ids if closed.new else []:
+        _, slot, sn, _ = model.attempts[i]
+        model.attempts[i] = (lid, slot, sn, AttemptState.IN_DOUBT)
+    model.closed.add(lid)
 
 
 async def move(journal: Journal, op: str, attempt_id: int) -> Attempt:
@@ -726,18 +773,26 @@ async def move(journal: Journal, op: str, attempt_id: int) -> Attempt:
 
 
 async def ack(journal: Journal, model: Model, arg: int) -> None:
-    """Ack part of what is pending: the right digest retires, a wrong one (arg > 30) retires nothing."""
+    """Ack part of what is pending: the right digest retires (and lifts a freeze), a wrong one (arg > 30) freezes;
+    an ack older than the last (arg 0) is a replay and changes nothing."""
     head_seq, _ = await journal.head()
     acked = await journal.acked()
     if head_seq == acked:
         return
     seq = acked + 1 + arg % (head_seq - acked)
     record = (await journal.pending(acked, seq - acked))[-1]
-    if arg > 30:
-        with pytest.raises(JournalError, match="nothing retired"):
-            await journal.apply_ack(seq, bytes(32))
+    if arg == 0:
+        assert await journal.apply_ack(seq, record.digest(), model.ack_at - 1) == AckResult(AckOutcome.REPLAYED)
         return
-    assert await journal.apply_ack(seq, record.digest()) == seq - acked
+    model.ack_at += 1
+    if arg > 30:
+        froze = await journal.apply_ack(seq, bytes(32), model.ack_at)
+        assert froze.outcome is (AckOutcome.STILL_FROZEN if model.frozen else AckOutcome.FROZE)
+        model.frozen = True
+        return
+    applied = await journal.apply_ack(seq, record.digest(), model.ack_at)
+    assert applied == AckResult(AckOutcome.LIFTED if model.frozen else AckOutcome.RETIRED, seq - acked)
+    model.frozen = False
     model.retired = (seq, record.digest())
 
 
@@ -750,6 +805,7 @@ async def check_ledger(journal: Journal, model: Model, path: Path, refused: int)
         retired_seq + len(kept),
         ChainChecker(GW, seq=retired_seq, head=retired_digest).extend(kept),
     )
+    assert (journal.frozen is not None) is model.frozen
     counts = await journal.counts("C1")
     assert counts == model.counts(refused)
     assert counts.confirmed + counts.in_doubt <= sum(hi - lo for lo, hi, _ in MODEL_LEASES.values())

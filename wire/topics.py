@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from wire.refusals import OutcomeReason, RefusalReason
 
 BASE = "rebadge/v1"
 TOPIC_SAFE = re.compile(r"[0-9A-Za-z._-]{1,64}")
@@ -121,11 +124,11 @@ class ScanCommand(_Json):
 
 
 class ScanEvent(_Json):
-    """One scan's outcome, for dashboards and the technician's screen."""
+    """One scan's outcome, for dashboards and the technician's screen; `reason` is empty for a plain confirmation."""
 
     sn: str
     result: Result
-    reason: str = ""
+    reason: RefusalReason | OutcomeReason | Literal[""] = ""
     message: str = ""
     radio: str = ""
     old_pid: str = ""

@@ -21,22 +21,35 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import aiosqlite
+from pydantic import ValidationError
 
-from agent.errors import DiskFullError, JournalError, JournalTimeoutError
+from agent.errors import (
+    DiskFullError,
+    JournalError,
+    JournalFrozenError,
+    JournalTimeoutError,
+    LeaseClosedError,
+    OpenAttemptsError,
+)
 from agent.journal import queries as q
 from agent.journal.chain import ChainState, broken
 from agent.journal.models import (
     OPEN_STATES,
+    AckOutcome,
+    AckResult,
     Attempt,
     AttemptState,
     Counts,
+    Freeze,
+    LeaseClose,
     StoredLease,
     attempt_from_row,
+    freeze_from_row,
 )
 from agent.journal.opening import load, open_error, prepare_files
 from wire.errors import MalformedError
 from wire.ids import check_pid, check_sn
-from wire.records import Record, RecordKind, record_from_cbor
+from wire.records import Record, RecordKind, close_record, record_from_cbor
 from wire.tokens import Certificate, Lease
 
 log = logging.getLogger(__name__)
@@ -51,6 +64,7 @@ CLOSE_TIMEOUT_S = 30.0
 MAX_REASON = 200
 MAX_REFUSAL_SN = 64
 RESTARTED_REASON = "agent restarted before the outcome was known"
+CLOSED_IN_DOUBT_REASON = "lease closed before the outcome was known; in doubt for good"
 
 T = TypeVar("T")
 
@@ -70,14 +84,17 @@ class Journal:
 
     def __init__(
         self, db: aiosqlite.Connection, path: Path, gw: str, chain: ChainState, leases: list[StoredLease],
-        min_free_bytes: int, clock: Callable[[], float],
+        acks: _AckState, *, min_free_bytes: int, clock_margin_s: float, clock: Callable[[], float],
     ) -> None:  # fmt: skip
         self.gw = gw
         self.path = path
+        self.clock_margin_s = clock_margin_s
         self._db: aiosqlite.Connection | None = db
         self._head_seq, self._head_digest = chain.head_seq, chain.head_digest
-        self._retired_seq = chain.retired_seq
+        self._retired_seq, self._retired_digest = chain.retired_seq, chain.retired_digest
         self._leases = {lease.lease_id: lease for lease in leases}
+        self._acks = acks
+        self._freeze_listeners: list[Callable[[Freeze | None], None]] = []
         self._min_free = min_free_bytes
         self._clock = clock
         self._lock = asyncio.Lock()
@@ -87,10 +104,13 @@ class Journal:
 
     @classmethod
     async def open(
-        cls, path: Path, gw: str, *, min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
+        cls, path: Path, gw: str, *, min_free_bytes: int = DEFAULT_MIN_FREE_BYTES, clock_margin_s: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> Journal:  # fmt: skip
-        """Open (or create) the journal at `path`: migrate, check integrity and the whole chain, or refuse."""
+        """Open (or create) the journal at `path`: migrate, check integrity and the whole chain, or refuse.
+
+        `clock_margin_s`: a lease is not used for new reservations from this long before its expiry.
+        """
         path = Path(path)
         if not 1 <= len(gw) <= 64:
             raise JournalError(f"gateway name {gw!r} must be 1 to 64 characters")
@@ -102,6 +122,7 @@ class Journal:
         try:
             async with asyncio.timeout(OPEN_TIMEOUT_S):
                 chain, leases = await load(db, path, gw)
+                acks = _AckState.from_row(next(iter(await db.execute_fetchall(q.READ_ACKS))))
         except BaseException as exc:
             await db.close()
             if isinstance(exc, TimeoutError):
@@ -110,7 +131,12 @@ class Journal:
                 raise open_error(path, exc) from exc
             raise
         log.info("journal %s open: head seq %d, retired up to seq %d", path, chain.head_seq, chain.retired_seq)
-        return cls(db, path, gw, chain, leases, min_free_bytes, clock)
+        if acks.freeze is not None:
+            log.error("journal %s: %s (since %d: %s)", path, acks.freeze.message, acks.freeze.since, acks.freeze.reason)
+        return cls(
+            db, path, gw, chain, leases, acks, min_free_bytes=min_free_bytes, clock_margin_s=clock_margin_s,
+            clock=clock,
+        )  # fmt: skip
 
     async def close(self) -> None:
         """Let writes in flight finish, then close the database."""
@@ -163,7 +189,8 @@ class Journal:
         now = self._now()
         for other in self._leases.values():
             overlaps = other.slot_lo < new.slot_hi and new.slot_lo < other.slot_hi
-            if other.cert_no == new.cert_no and other.exp > now and overlaps:
+            # A closed lease's unspent slots go back to the platform, which may lease them to us again.
+            if other.cert_no == new.cert_no and other.exp > now and not other.closed and overlaps:
                 raise JournalError(
                     f"lease {new.lease_id} (slots [{new.slot_lo}, {new.slot_hi})) overlaps active lease "
                     f"{other.lease_id} (slots [{other.slot_lo}, {other.slot_hi})) of certificate {new.cert_no}; "
@@ -172,13 +199,15 @@ class Journal:
         return True
 
     async def leases(self, cert_no: str | None = None, *, active_only: bool = True) -> list[StoredLease]:
-        """Stored leases (of one certificate if given), by certificate then first slot; active = not expired."""
+        """Stored leases (of one certificate if given), by certificate then first slot; active = not expired, not
+        closed."""
         self._conn()
         now = self._now()
         found = [
             lease
             for lease in self._leases.values()
-            if (cert_no is None or lease.cert_no == cert_no) and (not active_only or lease.exp > now)
+            if (cert_no is None or lease.cert_no == cert_no)
+            and (not active_only or (lease.exp > now and not lease.closed))
         ]
         return sorted(found, key=lambda lease: (lease.cert_no, lease.slot_lo))
 
@@ -191,14 +220,17 @@ class Journal:
     async def reserve(
         self, cert_no: str, sn: str, old_pid: str, new_pid: str, radio: str, sign_grant: Callable[[str, int], bytes]
     ) -> Attempt | None:
-        """Durably reserve the lowest free slot and sign its grant; None when every active slot is taken."""
+        """Durably reserve the lowest free slot of a usable lease and sign its grant; None when every usable slot is
+        taken (a lease is usable until `clock_margin_s` before its expiry, unless closed)."""
         self._check_reserve(cert_no, sn, old_pid, new_pid, radio)
+        self._check_not_frozen(f"reserve a slot for SN {sn}")
         self._check_disk()
 
         async def body(txn: _Txn) -> Attempt | None:
             now = self._now()
+            self._check_not_frozen(f"reserve a slot for SN {sn}")
             await self._refuse_if_open(txn.db, sn, new_pid)
-            rows = list(await txn.db.execute_fetchall(q.FREE_SLOT, {"cert": cert_no, "now": now}))
+            rows = list(await txn.db.execute_fetchall(q.FREE_SLOT, {"cert": cert_no, "until": self._until(now)}))
             if not rows:
                 return None
             lease_id, slot = rows[0]
@@ -280,6 +312,10 @@ class Journal:
     async def recover(self) -> list[Attempt]:
         """At start: every attempt still reserved (the agent died mid-scan) becomes in doubt; return them."""
 
+        if self.frozen is not None:
+            log.error("journal: reserved attempts are left as they are: %s", self.frozen.message)
+            return []
+
         async def body(txn: _Txn) -> list[Attempt]:
             rows = await txn.db.execute_fetchall(q.RESERVED_ATTEMPTS)
             return [
@@ -296,10 +332,18 @@ class Journal:
         self, attempt_id: int, to: AttemptState, allowed: Collection[AttemptState], reason: str
     ) -> Attempt:
         async def body(txn: _Txn) -> Attempt:
+            self._check_not_frozen(f"mark attempt {attempt_id} {to}")
             rows = list(await txn.db.execute_fetchall(q.ATTEMPT_BY_ID, (attempt_id,)))
             if not rows:
                 raise JournalError(f"no attempt {attempt_id} in the journal")
             attempt = attempt_from_row(rows[0])
+            lease = self._leases.get(attempt.lease_id)
+            if lease is not None and lease.closed_seq is not None:
+                raise LeaseClosedError(
+                    f"attempt {attempt_id} for SN {attempt.sn} lies on lease {lease.lease_id}, which this gateway "
+                    f"closed at seq {lease.closed_seq}; no record on it may follow, so it stays {attempt.state}",
+                    lease_id=lease.lease_id, seq=lease.closed_seq,
+                )  # fmt: skip
             if attempt.state not in allowed:
                 ways = " or ".join(sorted(allowed))
                 raise JournalError(
@@ -344,7 +388,7 @@ class Journal:
 
     async def counts(self, cert_no: str) -> Counts:
         """The certificate's progress on this gateway."""
-        rows = await self._fetch(q.COUNTS, {"cert": cert_no, "now": self._now()})
+        rows = await self._fetch(q.COUNTS, {"cert": cert_no, "until": self._until(self._now())})
         confirmed, in_doubt, refused, size, held = rows[0]
         return Counts(cert_no, confirmed, in_doubt, refused, size, size - held)
 
@@ -373,33 +417,155 @@ class Journal:
                 raise broken(seq, f"record body does not decode ({exc})") from exc
         return records
 
-    async def apply_ack(self, seq: int, head: bytes) -> int:
-        """Retire records up to `seq` once the platform's (verified) ack names our digest there; return how many."""
-        if seq <= self._retired_seq:
-            return 0
+    @property
+    def frozen(self) -> Freeze | None:
+        """Set while the platform holds another chain than ours (a journal restored from a backup)."""
+        return self._acks.freeze
 
-        async def body(txn: _Txn) -> int:
-            if seq <= self._retired_seq:
-                return 0
-            if seq > txn.head_seq:
-                raise JournalError(
-                    f"ack for seq {seq} lies beyond this journal's head seq {txn.head_seq}; nothing retired"
-                )
+    def add_freeze_listener(self, listener: Callable[[Freeze | None], None]) -> None:
+        """Call `listener(freeze)` after each commit that freezes the gateway or lifts the freeze."""
+        self._freeze_listeners.append(listener)
+
+    async def apply_ack(self, seq: int, head: bytes, at: int) -> AckResult:
+        """Apply the platform's (verified) ack: retire records up to `seq` when `head` is our digest there.
+
+        An ack older than the newest applied is a replay and ignored. An ack for a seq past our head, or naming
+        another digest than ours, freezes the gateway durably: the platform holds another chain (this journal was
+        restored from a backup). Only a later ack (newer `at` than the one that froze it) that matches lifts it.
+        """
+        self._conn()
+        if at < self._acks.last_at:
+            log.info("journal: ignoring an ack for seq %d of time %d, older than the newest applied (%d)",
+                     seq, at, self._acks.last_at)  # fmt: skip
+            return AckResult(AckOutcome.REPLAYED)
+        if self._nothing_to_do(seq, head, at):
+            return AckResult(AckOutcome.UNCHANGED)
+        result = await self._write(f"apply the ack for seq {seq}", lambda txn: self._apply_ack(txn, seq, head, at))
+        self._log_ack(seq, result)
+        return result
+
+    def _nothing_to_do(self, seq: int, head: bytes, at: int) -> bool:
+        """The same ack again (the retained ack comes back at every connect): answer without a transaction."""
+        if self._acks.freeze is not None or at != self._acks.last_at or seq > self._retired_seq:
+            return False
+        return seq < self._retired_seq or head == self._retired_digest
+
+    async def _apply_ack(self, txn: _Txn, seq: int, head: bytes, at: int) -> AckResult:
+        acks = self._acks
+        if at < acks.last_at:
+            return AckResult(AckOutcome.REPLAYED)
+        fork = await self._fork_of(txn, seq, head)
+        await txn.db.execute(q.SET_ACK_AT, (at,))
+        if fork is not None:
+            if acks.freeze is not None:
+                self._after(txn, replace(acks, last_at=at))
+                return AckResult(AckOutcome.STILL_FROZEN)
+            freeze = Freeze(ack_seq=seq, ack_head=head, ack_at=at, since=self._now(), reason=fork)
+            await txn.db.execute(q.SET_FROZEN, (at, seq, head, freeze.since, fork))
+            self._after(txn, _AckState(at, freeze), notify=True)
+            return AckResult(AckOutcome.FROZE)
+        lifted = acks.freeze is not None and at > acks.freeze.ack_at
+        if acks.freeze is not None and not lifted:
+            self._after(txn, replace(acks, last_at=at))
+            return AckResult(AckOutcome.STILL_FROZEN)
+        if lifted:
+            await txn.db.execute(q.LIFT_FREEZE)
+        retired = await self._retire(txn, seq, head)
+        self._after(txn, _AckState(at, None), notify=lifted)
+        if lifted:
+            return AckResult(AckOutcome.LIFTED, retired)
+        return AckResult(AckOutcome.RETIRED if retired else AckOutcome.UNCHANGED, retired)
+
+    async def _fork_of(self, txn: _Txn, seq: int, head: bytes) -> str | None:
+        """Why the ack shows another chain than ours, or None when it matches (or names a seq retired long ago)."""
+        if seq > txn.head_seq:
+            return f"the platform acked seq {seq}, beyond this journal's head seq {txn.head_seq}"
+        if seq < self._retired_seq:
+            return None  # retired and forgotten: nothing to compare with
+        if seq == self._retired_seq:
+            ours = self._retired_digest
+        else:
             rows = list(await txn.db.execute_fetchall(q.RECORD_DIGEST, (seq,)))
             ours = bytes(rows[0][0]) if rows else b""
-            if ours != head:
-                raise JournalError(
-                    f"ack for seq {seq} names head {head.hex()[:16]}..., but our record at seq {seq} hashes to "
-                    f"{ours.hex()[:16]}...; the platform holds another chain, nothing retired"
-                )
-            cursor = await txn.db.execute(q.RETIRE_RECORDS, (seq,))
-            await txn.db.execute(q.SET_RETIRED, (seq, head))
-            txn.on_commit.append(lambda: setattr(self, "_retired_seq", seq))
-            return int(cursor.rowcount)
+        if ours != head:
+            return (
+                f"the platform acked head {head.hex()[:16]}... at seq {seq}, where this journal's record hashes to "
+                f"{ours.hex()[:16]}..."
+            )
+        return None
 
-        retired = await self._write(f"retire records up to seq {seq}", body)
-        log.info("journal: platform acked up to seq %d; %d records retired", seq, retired)
-        return retired
+    async def _retire(self, txn: _Txn, seq: int, head: bytes) -> int:
+        if seq <= self._retired_seq:
+            return 0
+        cursor = await txn.db.execute(q.RETIRE_RECORDS, (seq,))
+        await txn.db.execute(q.SET_RETIRED, (seq, head))
+
+        def retired() -> None:
+            self._retired_seq, self._retired_digest = seq, head
+
+        txn.on_commit.append(retired)
+        return int(cursor.rowcount)
+
+    def _after(self, txn: _Txn, acks: _AckState, *, notify: bool = False) -> None:
+        def update() -> None:
+            self._acks = acks
+            if notify:
+                for listener in self._freeze_listeners:
+                    listener(acks.freeze)
+
+        txn.on_commit.append(update)
+
+    def _log_ack(self, seq: int, result: AckResult) -> None:
+        if result.outcome is AckOutcome.FROZE and self.frozen is not None:
+            log.error("journal: %s (%s)", self.frozen.message, self.frozen.reason)
+        elif result.outcome is AckOutcome.LIFTED:
+            log.warning("journal: an ack for seq %d matches this journal again: the freeze is lifted", seq)
+        elif result.retired:
+            log.info("journal: platform acked up to seq %d; %d records retired", seq, result.retired)
+
+    # -- closing a lease -----------------------------------------------------------------------------------------
+
+    async def close_lease(self, lease_id: str, reason: str, *, force: bool = False) -> LeaseClose:
+        """Chain a `closed` record for the lease and spend nothing more on it; the platform then takes back its
+        unspent slots. Refused while attempts on it are open, unless `force` (they then stay in doubt for good)."""
+        self._conn()
+        lease = self._leases.get(lease_id)
+        if lease is None:
+            raise JournalError(f"no lease {lease_id!r} is stored on this gateway; 'rebadge agent status' lists them")
+        if lease.closed_seq is not None:
+            return LeaseClose(lease, lease.closed_seq, lease.closed_at or 0, lease.closed_reason, (), new=False)
+        self._check_not_frozen(f"close lease {lease_id}")
+        closed = await self._write(f"close lease {lease_id}", lambda txn: self._close(txn, lease, reason, force))
+        log.info("lease %s closed at seq %d (%s)", lease_id, closed.seq, closed.reason)
+        for attempt in closed.in_doubt:
+            log.warning("%s: slot %d of closed lease %s stays in doubt for good", attempt.sn, attempt.slot, lease_id)
+        return closed
+
+    async def _close(self, txn: _Txn, lease: StoredLease, reason: str, force: bool) -> LeaseClose:
+        self._check_not_frozen(f"close lease {lease.lease_id}")
+        rows = await txn.db.execute_fetchall(q.OPEN_ATTEMPTS_OF_LEASE, (lease.lease_id,))
+        open_attempts = [attempt_from_row(row) for row in rows]
+        if open_attempts and not force:
+            raise _open_attempts_error(lease.lease_id, open_attempts)
+        in_doubt = [
+            await self._move(txn, a, AttemptState.IN_DOUBT, CLOSED_IN_DOUBT_REASON)
+            if a.state is AttemptState.RESERVED
+            else a
+            for a in open_attempts
+        ]
+        now, why = self._now(), _clip(reason)
+        try:
+            record = close_record(
+                self.gw, txn.head_seq + 1, txn.head_digest, lease_id=lease.lease_id, slot_hi=lease.slot_hi,
+                old_pid=lease.original_pid, new_pid=lease.new_pid, at=now, reason=why,
+            )  # fmt: skip
+        except ValidationError as exc:
+            raise JournalError(f"lease {lease.lease_id} cannot be closed by a record: {exc}") from exc
+        await self._append_record(txn, record)
+        await txn.db.execute(q.CLOSE_LEASE, (record.seq, now, why, lease.lease_id))
+        closed = replace(lease, closed_seq=record.seq, closed_at=now, closed_reason=why)
+        txn.on_commit.append(lambda: self._leases.__setitem__(lease.lease_id, closed))
+        return LeaseClose(closed, record.seq, now, why, tuple(in_doubt), new=True)
 
     async def _append(self, txn: _Txn, attempt: Attempt) -> None:
         """Chain one record of `attempt`'s new state inside the transaction."""
@@ -408,6 +574,9 @@ class Journal:
             lease_id=attempt.lease_id, slot=attempt.slot, sn=attempt.sn, old_pid=attempt.old_pid,
             new_pid=attempt.new_pid, radio=attempt.radio, at=attempt.at, reason=attempt.reason,
         )  # fmt: skip
+        await self._append_record(txn, record)
+
+    async def _append_record(self, txn: _Txn, record: Record) -> None:
         body = record.to_cbor()
         digest = hashlib.sha256(body).digest()
         await txn.db.execute(q.APPEND_RECORD, (record.seq, body, digest))
@@ -423,6 +592,14 @@ class Journal:
 
     def _now(self) -> int:
         return int(self._clock())
+
+    def _until(self, now: int) -> int:
+        """A lease is usable for new reservations only if it expires after this."""
+        return now + int(self.clock_margin_s)
+
+    def _check_not_frozen(self, what: str) -> None:
+        if self._acks.freeze is not None:
+            raise JournalFrozenError(f"cannot {what}: {self._acks.freeze.message}")
 
     async def _fetch(self, sql: str, params: Any = ()) -> list[Any]:
         db = self._conn()
@@ -500,6 +677,27 @@ def _stored_lease(lease: Lease, lease_token: bytes, cert: Certificate, cert_toke
 
 def _lease_words(lease: StoredLease) -> tuple[str, str, int, int]:
     return lease.lease_id, lease.cert_no, lease.slot_lo, lease.slot_hi
+
+
+@dataclass(frozen=True)
+class _AckState:
+    """The `at` of the newest ack applied, and the freeze, if any."""
+
+    last_at: int
+    freeze: Freeze | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> _AckState:
+        return cls(int(row[0]), freeze_from_row(row))
+
+
+def _open_attempts_error(lease_id: str, attempts: list[Attempt]) -> OpenAttemptsError:
+    listed = ", ".join(f"{a.sn} (slot {a.slot}, {a.state})" for a in attempts)
+    return OpenAttemptsError(
+        f"lease {lease_id} has attempts whose outcome is not known: {listed}; scan those units again to settle "
+        "them, or close with --force (they then stay in doubt for good, and their slots count as spent)",
+        lease_id=lease_id, sns=tuple(a.sn for a in attempts),
+    )  # fmt: skip
 
 
 def _clip(reason: str) -> str:

@@ -83,7 +83,26 @@ V2: tuple[str, ...] = (
     "CREATE INDEX refusals_cert ON refusals (cert_no)",
 )
 
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, V1), (2, V2))
+# v3: a lease can be closed by this gateway (the seq of its `closed` record, when and why), and the platform's
+# acks are remembered: the time of the newest one applied (older ones are replays), and whether an ack showed that
+# the platform holds another chain than ours, which freezes the gateway until a later ack matches our chain.
+V3: tuple[str, ...] = (
+    "ALTER TABLE leases ADD COLUMN closed_seq INTEGER",
+    "ALTER TABLE leases ADD COLUMN closed_at INTEGER",
+    "ALTER TABLE leases ADD COLUMN closed_reason TEXT",
+    """CREATE TABLE acks (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        last_at INTEGER NOT NULL,
+        frozen_ack_at INTEGER,
+        frozen_seq INTEGER,
+        frozen_head BLOB,
+        frozen_since INTEGER,
+        frozen_reason TEXT
+    )""",
+    "INSERT INTO acks VALUES (1, 0, NULL, NULL, NULL, NULL, NULL)",
+)
+
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, V1), (2, V2), (3, V3))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 # The exact text of the partial index's WHERE: queries must repeat it word for word for SQLite to use the index.
