@@ -9,6 +9,8 @@ from typing import Any
 import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given
+from hypothesis import strategies as st
 
 from wire.cbor import dumps
 from wire.errors import BadSignatureError, MalformedError, TokenError, UnknownKeyError, WireError, WrongKindError
@@ -288,6 +290,128 @@ def test_error_classes_share_the_token_root() -> None:
         assert issubclass(cls, TokenError)
         assert issubclass(cls, WireError)
     assert not issubclass(MalformedError, TokenError)
+
+
+# --- the protected header, decoded as strictly as a payload -----------------------------------------------------
+# Each token below is validly signed over its odd header: the signature alone must not make a verifier accept.
+
+
+def sign1_over(protected: bytes, payload: bytes, key: SigningKey = ISSUER) -> bytes:
+    """A COSE_Sign1 validly signed over exactly these protected header bytes."""
+    sig = Ed25519PrivateKey.from_private_bytes(key.seed).sign(dumps(["Signature1", protected, b"", payload]))
+    return dumps(cbor2.CBORTag(18, [protected, {}, payload, sig]))
+
+
+def entry(label: Any, value: Any) -> bytes:
+    return dumps(label) + dumps(value)
+
+
+def test_a_repeated_label_is_refused_though_cbor2_would_keep_the_last() -> None:
+    # A reader that keeps the first content type sees a grant; cbor2 keeps the last and would see a lease.
+    protected = b"".join(
+        [
+            b"\xa4",
+            entry(1, -8),
+            entry(3, Kind.GRANT.value),
+            entry(3, Kind.LEASE.value),
+            entry(4, ISSUER.kid),
+        ]
+    )
+    assert cbor2.loads(protected) == lease_header()
+    token = sign1_over(protected, LEASE.to_cbor())
+    with pytest.raises(MalformedError, match="repeats a label") as caught:
+        verify(token, Lease, RING)
+    assert caught.value.field == "protected"
+
+
+def test_a_repeated_kid_is_refused() -> None:
+    protected = b"\xa4" + entry(1, -8) + entry(3, Kind.LEASE.value) + entry(4, GATEWAY.kid) + entry(4, ISSUER.kid)
+    with pytest.raises(MalformedError, match="repeats a label"):
+        verify(sign1_over(protected, LEASE.to_cbor()), Lease, RING)
+
+
+@pytest.mark.parametrize("crit", [[3], [99], []])
+def test_crit_is_refused(crit: list[int]) -> None:
+    header = {**lease_header(), 2: crit}
+    if 99 in crit:
+        header[99] = 1
+    with pytest.raises(MalformedError, match=r"crit, label 2") as caught:
+        verify(sign1(header, LEASE.to_cbor()), Lease, RING)
+    assert caught.value.field == "protected"
+
+
+@pytest.mark.parametrize(("label", "value"), [(5, b"\x00" * 12), (6, b"\x01"), (33, b"\x30"), (-1, 1), ("exp", 0)])
+def test_unknown_labels_are_refused(label: Any, value: Any) -> None:
+    with pytest.raises(MalformedError, match="unknown labels") as caught:
+        verify(sign1({**lease_header(), label: value}, LEASE.to_cbor()), Lease, RING)
+    assert caught.value.field == "protected"
+
+
+@pytest.mark.parametrize(
+    "protected",
+    [
+        cbor2.dumps({4: ISSUER.kid, 3: Kind.LEASE.value, 1: -8}),  # labels out of order
+        b"\xa3\x18\x01\x27" + entry(3, Kind.LEASE.value) + entry(4, ISSUER.kid),  # label 1 in a 2-byte head
+        b"\xa3" + entry(1, -8) + b"\x03\x79\x00\x1e" + Kind.LEASE.value.encode() + entry(4, ISSUER.kid),
+        b"\xbf" + entry(1, -8) + entry(3, Kind.LEASE.value) + entry(4, ISSUER.kid) + b"\xff",  # indefinite map
+    ],
+    ids=["unsorted", "long-label", "long-text", "indefinite"],
+)
+def test_a_header_not_in_deterministic_cbor_is_refused(protected: bytes) -> None:
+    assert cbor2.loads(protected) == lease_header()
+    with pytest.raises(MalformedError, match="deterministic") as caught:
+        verify(sign1_over(protected, LEASE.to_cbor()), Lease, RING)
+    assert caught.value.field == "protected"
+
+
+@pytest.mark.parametrize("kid", [ISSUER.kid[:7], ISSUER.kid + b"\x00", b""])
+def test_a_kid_of_the_wrong_length_is_refused(kid: bytes) -> None:
+    with pytest.raises(MalformedError, match="no key id \\(kid\\) of 8 bytes") as caught:
+        verify(sign1({**lease_header(), 4: kid}, LEASE.to_cbor()), Lease, KeyRing([ISSUER.public]))
+    assert caught.value.field == "kid"
+
+
+def test_peek_header_is_as_strict_as_verify() -> None:
+    # The platform picks a gateway's key with peek_header: it must not read a header verify would refuse.
+    for header in ({**lease_header(), 2: [3]}, {**lease_header(), 7: 0}, {**lease_header(), 4: b"\x01"}):
+        with pytest.raises(MalformedError):
+            peek_header(sign1(header, LEASE.to_cbor()))
+
+
+@given(st.binary(max_size=80))
+def test_any_protected_header_bytes_are_refused_or_read_strictly(protected: bytes) -> None:
+    try:
+        header = peek_header(sign1_over(protected, LEASE.to_cbor()))
+    except MalformedError:
+        return
+    assert set(header) <= {1, 3, 4}
+    assert dumps(header) == protected
+    assert len(header[4]) == 8
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from([1, 2, 3, 4, 5, -1, 33, "kid"]),
+        st.one_of(st.integers(-10, 10), st.binary(max_size=10), st.text(max_size=5), st.just(ISSUER.kid)),
+        max_size=5,
+    ),
+    st.booleans(),
+)
+def test_a_header_map_is_accepted_exactly_when_it_keeps_the_rules(header: dict[Any, Any], canonical: bool) -> None:
+    protected = cbor2.dumps(header, canonical=canonical)
+    keeps = (
+        set(header) <= {1, 3, 4}
+        and isinstance(header.get(4), bytes)
+        and len(header[4]) == 8
+        and protected == dumps(header)
+    )
+    try:
+        got = peek_header(sign1_over(protected, LEASE.to_cbor()))
+    except MalformedError:
+        assert not keeps
+    else:
+        assert keeps
+        assert got == header
 
 
 # --- peek_header ------------------------------------------------------------------------------------------------

@@ -279,6 +279,11 @@ def test_negative_vectors_cover_the_brief() -> None:
         "payload_extra_field",
         "payload_missing_field",
         "payload_pid_9_chars",
+        "header_repeated_label",
+        "header_crit",
+        "header_unknown_label",
+        "header_not_deterministic",
+        "kid_7_bytes",
     } <= names
     assert {v["error"] for v in negative_cases()} == {
         "WrongKindError",

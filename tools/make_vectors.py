@@ -38,6 +38,7 @@ from wire.tokens import (
     ALG_EDDSA,
     COSE_SIGN1_TAG,
     HDR_ALG,
+    HDR_CRIT,
     HDR_CTYPE,
     HDR_KID,
     UINT32_END,
@@ -164,13 +165,23 @@ def token_vector(payload: Payload, signer: str) -> dict[str, Any]:
 
 
 def raw_sign1(
-    protected: dict[int, Any], payload: bytes, signer: str, *, unprotected: dict[int, Any] | None = None
+    protected: dict[int, Any] | bytes, payload: bytes, signer: str, *, unprotected: dict[int, Any] | None = None
 ) -> bytes:
-    """A COSE_Sign1 built by hand (RFC 9052 §4.4), so that negative vectors can carry what wire/ never makes."""
-    prot = dumps(protected)
+    """A COSE_Sign1 built by hand (RFC 9052 §4.4), so that negative vectors can carry what wire/ never makes.
+
+    `protected` is a map to encode deterministically, or the exact header bytes to sign over.
+    """
+    prot = protected if isinstance(protected, bytes) else dumps(protected)
     to_sign = dumps(["Signature1", prot, b"", payload])
     signature = Ed25519PrivateKey.from_private_bytes(SEEDS[signer]).sign(to_sign)
     return dumps(CBORTag(COSE_SIGN1_TAG, [prot, unprotected or {}, payload, signature]))
+
+
+def _repeated_label_header() -> bytes:
+    """The issuer's lease header with content type written twice, the grant's first (cbor2 keeps the last)."""
+    entries = [(HDR_ALG, ALG_EDDSA), (HDR_CTYPE, Kind.GRANT.value), (HDR_CTYPE, Kind.LEASE.value)]
+    entries.append((HDR_KID, KEYS["issuer"].kid))
+    return b"\xa4" + b"".join(dumps(label) + dumps(value) for label, value in entries)
 
 
 def header(kind: Kind, signer: str) -> dict[int, Any]:
@@ -395,6 +406,18 @@ def negative_file() -> dict[str, Any]:
         _negative("kid_missing", "no kid in the protected header", "lease", ["issuer"],
                   raw_sign1({k: v for k, v in issuer_lease.items() if k != HDR_KID}, payload, "issuer"),
                   "MalformedError"),
+        _negative("header_repeated_label", "content type twice in the protected header (grant, then lease), validly "
+                  "signed: a decoder that keeps the last label sees a lease", "lease", ["issuer"],
+                  raw_sign1(_repeated_label_header(), payload, "issuer"), "MalformedError"),
+        _negative("header_crit", "crit (label 2) naming the content type, validly signed", "lease", ["issuer"],
+                  raw_sign1({**issuer_lease, HDR_CRIT: [HDR_CTYPE]}, payload, "issuer"), "MalformedError"),
+        _negative("header_unknown_label", "label 33 (x5chain) in the protected header, validly signed", "lease",
+                  ["issuer"], raw_sign1({**issuer_lease, 33: b"\x30"}, payload, "issuer"), "MalformedError"),
+        _negative("header_not_deterministic", "protected header labels in the order 4, 3, 1, validly signed",
+                  "lease", ["issuer"], raw_sign1(plain_dumps(dict(reversed(issuer_lease.items()))), payload, "issuer"),
+                  "MalformedError"),
+        _negative("kid_7_bytes", "a 7-byte kid (the issuer's, cut short), validly signed", "lease", ["issuer"],
+                  raw_sign1({**issuer_lease, HDR_KID: KEYS["issuer"].kid[:7]}, payload, "issuer"), "MalformedError"),
         _negative("kid_unprotected", "a kid in the unprotected header (it must be empty)", "lease", ["issuer"],
                   raw_sign1(issuer_lease, payload, "issuer", unprotected={HDR_KID: KEYS["issuer"].kid}),
                   "MalformedError"),

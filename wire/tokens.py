@@ -24,7 +24,9 @@ from wire.strict import decode_model
 ProtocolName = Literal["wifi", "ble", "zigbee"]
 COSE_SIGN1_TAG = 18
 ALG_EDDSA = -8
-HDR_ALG, HDR_CTYPE, HDR_KID = 1, 3, 4
+HDR_ALG, HDR_CRIT, HDR_CTYPE, HDR_KID = 1, 2, 3, 4
+HEADER_LABELS = frozenset({HDR_ALG, HDR_CTYPE, HDR_KID})
+CBOR_MAP = 5  # major type
 MAX_TOKEN_BYTES = 2048
 # Slots and times in a lease or grant are u32 (seconds last to 2106), which keeps both inside their size budget.
 UINT32_END = 2**32
@@ -145,15 +147,58 @@ def token_hash(token: bytes) -> bytes:
 
 
 def peek_header(token: bytes) -> dict[int, Any]:
-    """The protected header of a COSE_Sign1 token, unverified: only to choose a key."""
-    parts = _sign1_parts(token)
+    """The protected header of a COSE_Sign1 token, decoded strictly but unverified: only to choose a key."""
+    return _decode_header(_sign1_parts(token)[0])
+
+
+def _decode_header(protected: bytes) -> dict[int, Any]:
+    """The protected header map: deterministic, each label once, only alg, content type and an 8-byte kid.
+
+    The signature covers these exact bytes, so a header a verifier reads differently from its signer is refused
+    before any key is chosen: cbor2 keeps the last of two equal labels, and crit (label 2) would ask us to
+    understand extensions we do not have.
+    """
     try:
-        header = cbor2.loads(parts[0])
+        header = cbor2.loads(protected)
     except DECODE_ERRORS as exc:
         raise MalformedError(f"token's protected header is not valid CBOR ({exc})", field="token") from exc
     if not isinstance(header, dict):
         raise MalformedError("token's protected header is not a map", field="token")
+    declared = _declared_entries(protected)
+    if declared is not None and declared != len(header):
+        raise MalformedError("token's protected header repeats a label", field="protected")
+    if HDR_CRIT in header:
+        raise MalformedError(
+            "token's protected header marks labels critical (crit, label 2); no extension is understood here",
+            field="protected",
+        )
+    unknown = [label for label in header if label not in HEADER_LABELS]
+    if unknown:
+        raise MalformedError(
+            f"token's protected header has unknown labels {unknown!r:.60}; only 1 (alg), 3 (content type) and "
+            "4 (kid) are allowed",
+            field="protected",
+        )
+    if dumps(header) != protected:
+        raise MalformedError("token's protected header is not in deterministic CBOR", field="protected")
+    kid = header.get(HDR_KID)
+    if not isinstance(kid, bytes) or len(kid) != KID_BYTES:
+        got = "nothing" if kid is None else f"{type(kid).__name__} {kid!r:.40}"
+        raise MalformedError(
+            f"token has no key id (kid) of {KID_BYTES} bytes in its protected header (got {got})", field="kid"
+        )
     return header
+
+
+def _declared_entries(data: bytes) -> int | None:
+    """How many entries a CBOR map's head announces (None for anything else, left to the deterministic check)."""
+    if data[0] >> 5 != CBOR_MAP:
+        return None
+    info = data[0] & 0x1F
+    if info < 24:
+        return info
+    size = {24: 1, 25: 2, 26: 4, 27: 8}.get(info)
+    return int.from_bytes(data[1 : 1 + size]) if size is not None and len(data) > size else None
 
 
 def _sign1_parts(token: bytes) -> list[Any]:
@@ -192,9 +237,7 @@ def verify(token: bytes, cls: type[P], ring: KeyRing) -> P:
     """Verify `token` as a `cls` signed by a key in `ring`, then decode its payload strictly."""
     kind = cls.KIND.value
     header = peek_header(token)
-    kid = header.get(HDR_KID)
-    if not isinstance(kid, bytes):
-        raise MalformedError("token has no key id (kid) in its protected header", field="kid")
+    kid: bytes = header[HDR_KID]
     key = ring.get(kid)
     if key is None:
         raise UnknownKeyError(f"{cls.__name__.lower()} is signed by unknown key {kid.hex()}", kind=kind, kid=kid)
