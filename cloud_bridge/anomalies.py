@@ -30,11 +30,15 @@ class AnomalyKind(StrEnum):
     UNKNOWN_LEASE = "unknown_lease"
     FOREIGN_LEASE = "foreign_lease"
     SLOT_OUTSIDE_LEASE = "slot_outside_lease"
-    RETURNED_SLOT = "returned_slot"  # used after its lease ended and the slot went back to the certificate
+    FROZEN_GATEWAY = "frozen_gateway"  # records of a gateway frozen by a fork, at or after the fork's seq
+    AFTER_LEASE_END = "after_lease_end"  # a record on a lease after its close or write-off
+    RETURNED_SLOT = "returned_slot"  # a slot its ended lease no longer holds
+    RELEASE_AFTER_CONFIRM = "release_after_confirm"  # a confirmed slot is final
     PID_MISMATCH = "pid_mismatch"
     DUPLICATE_SLOT = "duplicate_slot"
     SN_REBADGED_TWICE = "sn_rebadged_twice"
     SPENT_SLOT_ACTIVATION = "spent_slot_activation"
+    UNHELD_SLOT_ACTIVATION = "unheld_slot_activation"  # a receipt for a slot its lease no longer holds
 
 
 class AnomalyEvent(BaseModel):

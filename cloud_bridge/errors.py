@@ -40,6 +40,14 @@ class GatewayRevokedError(ConflictError):
         self.gw = gw
 
 
+class GatewayFrozenError(ConflictError):
+    """A gateway whose journal forked asked for something; an admin must reinstate it first."""
+
+    def __init__(self, message: str, *, gw: str) -> None:
+        super().__init__(message)
+        self.gw = gw
+
+
 class InvalidRequestError(CloudError):
     """Input that does not make sense; `field` names the offending field."""
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloud_bridge.accounts import Actor, Role
 from cloud_bridge.errors import ConflictError, InvalidRequestError, NotFoundError
-from cloud_bridge.store.schema import gateway_heads, gateways
+from cloud_bridge.store.schema import gateway_events, gateway_heads, gateways
 from wire.keys import PublicKey
 from wire.records import GENESIS
 
@@ -20,6 +21,23 @@ log = logging.getLogger(__name__)
 def gw_id(key: PublicKey) -> str:
     """The gateway id of a gateway key, as in topics and records."""
     return key.kid.hex()
+
+
+_LOCK = (
+    select(gateways, gateway_heads.c.seq, gateway_heads.c.head)
+    .join(gateway_heads, gateway_heads.c.gw == gateways.c.gw)
+    .where(gateways.c.gw == bindparam("gw"))
+    .with_for_update(of=gateway_heads)
+)
+
+
+async def lock(conn: AsyncConnection, gw: str) -> Row[Any] | None:
+    """The gateway with its stored head (seq, head), the head row locked for the transaction; None if unknown.
+
+    Everything that changes what a gateway's leases hold (ingest, close, write-off, freeze, lease issue,
+    activation) takes this lock first, then the certificate's.
+    """
+    return (await conn.execute(_LOCK, {"gw": gw})).first()
 
 
 async def find(conn: AsyncConnection, gw: str) -> Row[Any] | None:
@@ -44,6 +62,32 @@ async def register(conn: AsyncConnection, key: PublicKey, name: str, now: int) -
     await conn.execute(gateway_heads.insert().values(gw=gw, seq=0, head=GENESIS, updated_at=now))
     log.info("registered gateway %s (%s)", gw, name or "no name")
     return gw
+
+
+class EventKind(StrEnum):
+    """What the gateway's audit history records."""
+
+    FROZEN = "frozen"
+    REINSTATED = "reinstated"
+    WRITTEN_OFF = "written_off"
+
+
+async def record_event(
+    conn: AsyncConnection, gw: str, kind: EventKind, now: int, *, seq: int | None = None, lease_id: str | None = None,
+    actor: str = "", reason: str = "",
+) -> None:  # fmt: skip
+    """Add one entry to the gateway's audit history."""
+    await conn.execute(
+        gateway_events.insert().values(
+            gw=gw, kind=kind.value, seq=seq, lease_id=lease_id, actor=actor, reason=reason, at=now
+        )
+    )
+
+
+async def history(conn: AsyncConnection, gw: str) -> list[Row[Any]]:
+    """The gateway's audit history, oldest first."""
+    rows = await conn.execute(select(gateway_events).where(gateway_events.c.gw == gw).order_by(gateway_events.c.id))
+    return list(rows.all())
 
 
 async def revoke(conn: AsyncConnection, gw: str, now: int) -> None:

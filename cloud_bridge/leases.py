@@ -4,17 +4,34 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Row, delete, select, update
+from sqlalchemy import Row, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloud_bridge import certificates, gateways
 from cloud_bridge.accounts import Actor, Role
 from cloud_bridge.certificates import Status
-from cloud_bridge.errors import ConflictError, GatewayRevokedError, InvalidRequestError, NoSlotsLeftError, NotFoundError
-from cloud_bridge.store.schema import gateway_heads, leases, records, slot_holds
+from cloud_bridge.errors import (
+    ConflictError,
+    GatewayFrozenError,
+    GatewayRevokedError,
+    InvalidRequestError,
+    NoSlotsLeftError,
+    NotFoundError,
+)
+from cloud_bridge.store.schema import (
+    activations,
+    confirmations,
+    forked_records,
+    gateway_heads,
+    leases,
+    records,
+    slot_holds,
+)
 from wire.keys import PublicKey, SigningKey
 from wire.records import RecordKind
 from wire.tokens import Lease, LeaseBundle, sign
@@ -27,24 +44,21 @@ LEASE_ID_RANDOM_CHARS = 9
 MAX_LEASE_SLOTS = 1_000_000
 
 
-class LeaseState:
-    """Where a lease is in its life."""
+class LeaseState(StrEnum):
+    """Where a lease is in its life. Expiry is not a state: it stops new spends and returns nothing."""
 
     ACTIVE = "active"
-    RELEASED = "released"  # the gateway handed back its unused slots
-    EXPIRED = "expired"  # past its expiry and the grace for late records; unused slots returned
+    CLOSED = "closed"  # its gateway's chain closed it; the unspent slots went back to the certificate
+    WRITTEN_OFF = "written_off"  # an auditor or admin gave up on its gateway; only confirmed slots stay spent
     REVOKED = "revoked"  # its certificate was revoked; slots stay spent
-
-    ENDED_WITH_RETURN = (RELEASED, EXPIRED)
 
 
 @dataclass(frozen=True)
 class LeasePolicy:
-    """How big and how long leases are, and how long ended leases wait for late records before slots return."""
+    """How big and how long leases are."""
 
     max_slots: int = 10_000
     valid_s: int = 86_400
-    return_grace_s: int = 3_600
 
 
 def new_lease_id() -> str:
@@ -86,7 +100,6 @@ async def issue(
     conn: AsyncConnection,
     cert_no: str,
     gateway: PublicKey,
-    gateway_row: Row[Any],
     slots: int,
     *,
     valid_s: int | None,
@@ -101,20 +114,30 @@ async def issue(
     if valid_s <= 0:
         raise InvalidRequestError(f"valid_s {valid_s} must be a positive number of seconds", field="valid_s")
     slots = min(slots, policy.max_slots)
+    # Locks in one order everywhere (gateway, then certificate): a fork cannot freeze the gateway half-way
+    # through, and the certificate lock serialises allocations with closes and write-offs, so no slot is held twice.
+    gateway_row = await gateways.lock(conn, gateways.gw_id(gateway))
+    if gateway_row is None:
+        gw = gateways.gw_id(gateway)
+        raise NotFoundError(f"gateway {gw} is not registered; enrol it first", what="gateway", key=gw)
     if gateway_row.revoked:
         raise GatewayRevokedError(f"gateway {gateway_row.gw} is revoked and gets no leases", gw=gateway_row.gw)
-    # The lock on the certificate row serialises allocations, so two leases never share a slot.
+    if gateway_row.frozen_at is not None:
+        raise GatewayFrozenError(
+            f"gateway {gateway_row.gw} is frozen: its journal forked at seq {gateway_row.frozen_seq} (restored from "
+            "a backup?); it gets no leases until a platform admin reinstates it",
+            gw=gateway_row.gw,
+        )
     cert = await certificates.get(conn, cert_no, lock=True)
     if cert.status != Status.APPROVED:
         raise ConflictError(f"certificate {cert_no} is {cert.status}; leases come only from an approved certificate")
     if now >= cert.exp:
         raise ConflictError(f"certificate {cert_no} expired at {cert.exp}; apply for a new certificate")
-    await expire_due(conn, now, policy.return_grace_s, cert_no)
     picked = pick_range(free_runs(await holds_of(conn, cert_no), cert.quantity), slots)
     if picked is None:
         raise NoSlotsLeftError(
             f"certificate {cert_no} has no slots left: all {cert.quantity} are leased or spent; "
-            "wait for leases to be released or expire, or apply for a new certificate",
+            "wait for a gateway to close a lease, or apply for a new certificate",
             cert_no=cert_no,
         )
     lease = Lease(
@@ -158,6 +181,24 @@ async def issue(
     return lease, token, bundle
 
 
+async def find(conn: AsyncConnection, lease_id: str) -> Row[Any] | None:
+    """The lease row, or None."""
+    return (await conn.execute(select(leases).where(leases.c.lease_id == lease_id))).first()
+
+
+async def visible(conn: AsyncConnection, actor: Actor, lease_id: str) -> Row[Any]:
+    """A lease of a certificate the actor may see; the same NotFoundError whether it exists or not."""
+    row = await find(conn, lease_id)
+    if row is not None:
+        try:
+            await certificates.credentials(conn, actor, row.cert_no)
+        except NotFoundError:
+            row = None
+    if row is None:
+        raise NotFoundError(f"lease {lease_id!r} does not exist", what="lease", key=lease_id)
+    return row
+
+
 async def get(conn: AsyncConnection, lease_id: str) -> Row[Any]:
     """The lease row; NotFoundError names the id."""
     row = (await conn.execute(select(leases).where(leases.c.lease_id == lease_id))).first()
@@ -177,46 +218,109 @@ def _runs(slots: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-async def used_slots(conn: AsyncConnection, lease: Row[Any]) -> list[int]:
-    """Slots of a lease whose newest record (from its own gateway) is not a release: reserved, in doubt or confirmed."""
-    rows = await conn.execute(
-        select(records.c.slot, records.c.kind)
-        .where(records.c.lease_id == lease.lease_id, records.c.gw == lease.gw)
-        .order_by(records.c.seq)
-    )
-    newest = {r.slot: r.kind for r in rows}
-    return sorted(s for s, k in newest.items() if k != RecordKind.RELEASED and lease.slot_lo <= s < lease.slot_hi)
+def _newest_not_released(rows: Iterable[Any]) -> set[int]:
+    newest: dict[int, str] = {}
+    for r in rows:  # ordered by seq
+        newest[int(r.slot)] = str(r.kind)
+    return {s for s, k in newest.items() if k != RecordKind.RELEASED}
 
 
-async def end(conn: AsyncConnection, lease: Row[Any], state: str, now: int, *, release_seq: int | None = None) -> int:
-    """End an active lease, keeping only its used slots held; return how many slots came back."""
-    used = await used_slots(conn, lease)
+async def spent_slots(conn: AsyncConnection, lease: Row[Any], *, trust_records: bool) -> set[int]:
+    """Slots of a lease the platform cannot prove unspent: confirmed or activated under it and, when the gateway's
+    chain is trusted (a close), every slot whose newest record in either branch of that chain is not a release."""
+    spent = {
+        int(r.slot)
+        for r in await conn.execute(
+            select(confirmations.c.slot)
+            .where(confirmations.c.lease_id == lease.lease_id)
+            .union(select(activations.c.slot).where(activations.c.lease_id == lease.lease_id))
+        )
+    }
+    if trust_records:
+        for table in (records, forked_records):
+            rows = await conn.execute(
+                select(table.c.slot, table.c.kind)
+                .where(table.c.lease_id == lease.lease_id, table.c.gw == lease.gw, table.c.kind != RecordKind.CLOSED)
+                .order_by(table.c.seq)
+            )
+            spent |= _newest_not_released(rows)
+    return {s for s in spent if lease.slot_lo <= s < lease.slot_hi}
+
+
+async def end(
+    conn: AsyncConnection, lease: Row[Any], state: LeaseState, now: int, *, closed_seq: int, actor: str = "",
+    reason: str = "",
+) -> int:  # fmt: skip
+    """End an active lease, keeping only the slots that may be spent held; return how many came back.
+
+    Call with the lease's gateway locked (ingest holds it); this locks the certificate, as lease issue does.
+    """
+    await certificates.get(conn, lease.cert_no, lock=True)
+    kept = sorted(await spent_slots(conn, lease, trust_records=state == LeaseState.CLOSED))
     await conn.execute(delete(slot_holds).where(slot_holds.c.lease_id == lease.lease_id))
-    runs = _runs(used)
+    runs = _runs(kept)
     if runs:
         await conn.execute(
             slot_holds.insert(),
             [{"cert_no": lease.cert_no, "lease_id": lease.lease_id, "lo": lo, "hi": hi} for lo, hi in runs],
         )
+    returned = int(lease.slot_hi - lease.slot_lo - len(kept))
     await conn.execute(
         update(leases)
         .where(leases.c.lease_id == lease.lease_id)
-        .values(state=state, ended_at=now, release_seq=release_seq)
-    )
-    returned = int(lease.slot_hi - lease.slot_lo - len(used))
-    log.info("lease %s %s: %d slots returned to %s, %d kept", lease.lease_id, state, returned, lease.cert_no, len(used))
+        .values(
+            state=state.value, ended_at=now, closed_seq=closed_seq, returned=returned, ended_by=actor or None,
+            end_reason=reason or None,
+        )
+    )  # fmt: skip
+    log.info(
+        "lease %s %s at seq %d: %d slots returned to %s, %d kept",
+        lease.lease_id, state.value, closed_seq, returned, lease.cert_no, len(kept),
+    )  # fmt: skip
     return returned
 
 
-async def expire_due(conn: AsyncConnection, now: int, grace_s: int, cert_no: str | None = None) -> int:
-    """End the active leases past expiry plus the grace for late records; return how many ended."""
-    query = select(leases).where(leases.c.state == LeaseState.ACTIVE, leases.c.exp + grace_s <= now)
-    if cert_no is not None:
-        query = query.where(leases.c.cert_no == cert_no)
-    due = (await conn.execute(query.with_for_update())).all()
-    for lease in due:
-        await end(conn, lease, LeaseState.EXPIRED, now)
-    return len(due)
+async def write_off(conn: AsyncConnection, actor: Actor, lease_id: str, reason: str, now: int) -> int:
+    """An auditor or admin gives up on a lease whose gateway never came back; return how many slots came back.
+
+    Only slots confirmed or activated under it stay spent; no record on it after the stored head counts, and
+    its other slots never activate under it.
+    """
+    actor.require(Role.ADMIN, Role.AUDITOR)
+    if not reason.strip():
+        raise InvalidRequestError("a write-off needs a reason, kept for audit", field="reason")
+    gw = (await get(conn, lease_id)).gw
+    head = await gateways.lock(conn, gw)
+    assert head is not None  # a lease's gateway is never deleted
+    lease = await get(conn, lease_id)  # again, under the lock
+    if lease.state != LeaseState.ACTIVE:
+        raise ConflictError(f"lease {lease_id} is {lease.state} already; there is nothing to write off")
+    returned = await end(
+        conn, lease, LeaseState.WRITTEN_OFF, now, closed_seq=int(head.seq), actor=actor.name, reason=reason
+    )
+    await gateways.record_event(
+        conn, gw, gateways.EventKind.WRITTEN_OFF, now, seq=int(head.seq), lease_id=lease_id, actor=actor.name,
+        reason=reason,
+    )  # fmt: skip
+    return returned
+
+
+async def stale_holds(conn: AsyncConnection, cert_nos: Iterable[str], now: int) -> dict[str, int]:
+    """cert_no -> slots still held by active leases that expired with no report from their gateway since."""
+    held = func.sum(slot_holds.c.hi - slot_holds.c.lo)
+    rows = await conn.execute(
+        select(leases.c.cert_no, held)
+        .join(slot_holds, slot_holds.c.lease_id == leases.c.lease_id)
+        .join(gateway_heads, gateway_heads.c.gw == leases.c.gw)
+        .where(
+            leases.c.cert_no.in_(list(cert_nos)),
+            leases.c.state == LeaseState.ACTIVE,
+            leases.c.exp <= now,
+            gateway_heads.c.updated_at < leases.c.exp,
+        )
+        .group_by(leases.c.cert_no)
+    )
+    return {str(r[0]): int(r[1]) for r in rows}
 
 
 async def stored_seq(conn: AsyncConnection, gw: str) -> int:
@@ -251,9 +355,8 @@ async def issue_as(
     """A factory admin or technician leases slots of one of their certificates to one of their gateways."""
     actor.require(Role.ADMIN, Role.FACTORY_ADMIN, Role.TECHNICIAN)
     await certificates.credentials(conn, actor, cert_no)  # NotFoundError unless the actor may see it
-    gw = await gateways.register_as(conn, actor, gateway, "", now)
-    row = await gateways.get(conn, gw)
-    return await issue(conn, cert_no, gateway, row, slots, valid_s=valid_s, policy=policy, issuer=issuer, now=now)
+    await gateways.register_as(conn, actor, gateway, "", now)
+    return await issue(conn, cert_no, gateway, slots, valid_s=valid_s, policy=policy, issuer=issuer, now=now)
 
 
 async def list_for(conn: AsyncConnection, actor: Actor, cert_no: str) -> list[Row[Any]]:

@@ -13,13 +13,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cloud_bridge import anomalies
+from cloud_bridge import anomalies, quarantine
 from cloud_bridge.anomalies import AnomalyEvent, AnomalyKind
 from cloud_bridge.errors import CloudError
 from cloud_bridge.leases import LeaseState, held_ranges
+from cloud_bridge.leases import end as end_lease
 from cloud_bridge.store.queries import confirmed_per_cert
 from cloud_bridge.store.schema import anomalies as anomaly_table
-from cloud_bridge.store.schema import cert_counts, certificates, confirmations, gateway_heads, gateways, leases, records
+from cloud_bridge.store.schema import cert_counts, certificates, confirmations, gateway_heads, leases, records
 from cloud_bridge.verify import VerifiedBatch
 from wire.records import Record, RecordKind
 
@@ -47,6 +48,7 @@ class Applied:
     stored: int = 0
     anomalies: list[AnomalyEvent] = field(default_factory=list)
     certs: set[str] = field(default_factory=set)
+    returned: dict[str, int] = field(default_factory=dict)  # lease id -> slots its close gave back
 
 
 class HeadMovedError(CloudError):
@@ -55,12 +57,6 @@ class HeadMovedError(CloudError):
 
 # Statements of the hot path, built once: building a SQLAlchemy construct per batch costs more than running it.
 # Expanding bind parameters take the IN lists; the compiled form is cached per dialect.
-_LOCK_GATEWAY = (
-    select(gateways, gateway_heads.c.seq, gateway_heads.c.head)
-    .join(gateway_heads, gateway_heads.c.gw == gateways.c.gw)
-    .where(gateways.c.gw == bindparam("gw"))
-    .with_for_update(of=gateway_heads)
-)
 _MOVE_HEAD = (
     update(gateway_heads)
     .where(and_(gateway_heads.c.gw == bindparam("b_gw"), gateway_heads.c.seq == bindparam("b_seq")))
@@ -75,6 +71,7 @@ _LEASES = (
     .where(leases.c.lease_id.in_(bindparam("lease_ids", expanding=True)))
 )
 _CONFIRMED_COLUMNS = (confirmations.c.cert_no, confirmations.c.sn, confirmations.c.lease_id, confirmations.c.slot)
+# Keyed by certificate: a slot is confirmed once per certificate, whichever lease held it.
 # Who holds these slots, and where these SNs were confirmed, in one round trip. SQLite: two index-friendly
 # halves (an OR of both, or a row-value IN, makes it scan the table). PostgreSQL: one index probe per key through
 # LATERAL (OFFSET 0 keeps it from being flattened): with an IN list, or before the first ANALYZE of a young table,
@@ -87,7 +84,7 @@ _PG_PROBE = (
 _HOLDERS: dict[str, Executable] = {
     "sqlite": union_all(
         select(*_CONFIRMED_COLUMNS).where(
-            confirmations.c.lease_id.in_(bindparam("lease_ids", expanding=True)),
+            confirmations.c.cert_no.in_(bindparam("certs", expanding=True)),
             confirmations.c.slot.in_(bindparam("slots", expanding=True)),
         ),
         select(*_CONFIRMED_COLUMNS).where(
@@ -96,7 +93,7 @@ _HOLDERS: dict[str, Executable] = {
         ),
     ),
     "postgresql": text(
-        _PG_PROBE.format(a="slot_leases", b="slot_nos", b_type="INTEGER", x="lease_id", y="slot")
+        _PG_PROBE.format(a="slot_certs", b="slot_nos", b_type="INTEGER", x="cert_no", y="slot")
         + " UNION ALL "
         + _PG_PROBE.format(a="sn_certs", b="sn_sns", b_type="VARCHAR", x="cert_no", y="sn")
     ),
@@ -120,13 +117,8 @@ def _count_upsert(dialect: str) -> Insert:
 _COUNT_UPSERT = {"sqlite": _count_upsert("sqlite"), "postgresql": _count_upsert("postgresql")}
 
 
-async def lock_gateway(conn: AsyncConnection, gw: str) -> Row[Any] | None:
-    """The gateway with its stored head (seq, head), the head row locked for the transaction; None if unknown."""
-    return (await conn.execute(_LOCK_GATEWAY, {"gw": gw})).first()
-
-
 async def apply(conn: AsyncConnection, batch: VerifiedBatch, head: Row[Any], now: int, payload: bytes) -> Applied:
-    """Apply a verified batch against the gateway's stored head, locked by `lock_gateway` in this transaction."""
+    """Apply a verified batch against the gateway's stored head, locked by `gateways.lock` in this transaction."""
     stored_seq, stored_head = int(head.seq), bytes(head.head)
     result = Applied(Outcome.WAITING, batch.gw, stored_seq, stored_head)
     if batch.from_seq > stored_seq + 1:
@@ -138,7 +130,7 @@ async def apply(conn: AsyncConnection, batch: VerifiedBatch, head: Row[Any], now
     if start >= len(batch.records):
         result.outcome = Outcome.DUPLICATE
         return result
-    await _store(conn, batch, start, now, result)
+    await _store(conn, batch, start, now, result, head)
     moved = await conn.execute(
         _MOVE_HEAD,
         {"b_gw": batch.gw, "b_seq": stored_seq, "seq": batch.last_seq, "head": batch.digests[-1], "updated_at": now},
@@ -188,21 +180,51 @@ async def _fork(
         )
     )
     if seen.scalar_one() == 0:  # a forked gateway resends the same batch; flag it once
-        message = f"gateway {batch.gw} forked its journal at seq {seq}: {why}; restored from a backup?"
+        message = (
+            f"gateway {batch.gw} forked its journal at seq {seq}: {why}; restored from a backup? It is frozen: no "
+            "leases and no spends from that seq on until a platform admin reinstates it"
+        )
         result.anomalies.append(
             await anomalies.store(conn, AnomalyKind.FORK, message, now, payload=payload, gw=batch.gw, seq=seq)
         )
+    await quarantine.freeze(conn, batch.gw, seq, now, why)
 
 
-async def _store(conn: AsyncConnection, batch: VerifiedBatch, start: int, now: int, result: Applied) -> None:
-    new = range(start, len(batch.records))
-    confirmed = [batch.records[i] for i in new if batch.records[i].kind == RecordKind.CONFIRMED]
-    checker = await _Checker.load(conn, batch.gw, confirmed)
+async def _store(
+    conn: AsyncConnection, batch: VerifiedBatch, start: int, now: int, result: Applied, gw: Row[Any]
+) -> None:
+    """Store the new records in order; a `closed` record ends its lease before the records after it are checked."""
+    frozen_seq = None if gw.frozen_seq is None else int(gw.frozen_seq)
+    segment_start = start
+    for i in range(start, len(batch.records)):
+        if batch.records[i].kind == RecordKind.CLOSED:
+            await _store_segment(conn, batch, range(segment_start, i + 1), now, result, frozen_seq)
+            await _close(conn, batch.records[i], now, result, frozen_seq)
+            segment_start = i + 1
+    if segment_start < len(batch.records):
+        await _store_segment(conn, batch, range(segment_start, len(batch.records)), now, result, frozen_seq)
+    if frozen_seq is not None and batch.last_seq >= frozen_seq:
+        first = max(frozen_seq, batch.from_seq + start)
+        result.anomalies.append(
+            await anomalies.store(
+                conn, AnomalyKind.FROZEN_GATEWAY,
+                f"gateway {batch.gw} is frozen from seq {frozen_seq}: records {first}..{batch.last_seq} are kept "
+                "as evidence and count for nothing until an admin reinstates it",
+                now, gw=batch.gw, seq=first,
+            )
+        )  # fmt: skip
+
+
+async def _store_segment(
+    conn: AsyncConnection, batch: VerifiedBatch, new: range, now: int, result: Applied, frozen_seq: int | None
+) -> None:
+    checked = [batch.records[i] for i in new if batch.records[i].kind in _CHECKED_KINDS]
+    checker = await _Checker.load(conn, batch.gw, checked, frozen_seq)
     rows = []
     for i in new:
         rec = batch.records[i]
         counted = False
-        if rec.kind == RecordKind.CONFIRMED:
+        if rec.kind in _CHECKED_KINDS:
             counted = await checker.check(conn, rec, now, result)
         rows.append(
             {
@@ -225,8 +247,38 @@ async def _store(conn: AsyncConnection, batch: VerifiedBatch, start: int, now: i
     if checker.new_confirmations:
         await conn.execute(confirmations.insert(), checker.new_confirmations)
         await _count(conn, batch.gw, Counter(str(c["cert_no"]) for c in checker.new_confirmations))
-    result.stored = len(rows)
+    result.stored += len(rows)
     result.certs |= checker.certs
+
+
+async def _close(conn: AsyncConnection, rec: Record, now: int, result: Applied, frozen_seq: int | None) -> None:
+    """The gateway's chain closes a lease at `rec.seq`: its unspent slots go back to the certificate."""
+    row = (await conn.execute(select(leases).where(leases.c.lease_id == rec.lease_id))).first()
+    problem: str | None = None
+    if row is None or row.gw != rec.gw:
+        problem = f"{_where(rec)} closes a lease this gateway does not hold"
+    elif frozen_seq is not None and rec.seq >= frozen_seq:
+        return  # counted for nothing, as the batch's frozen-gateway anomaly says
+    elif row.state != LeaseState.ACTIVE:
+        if row.state == LeaseState.CLOSED:
+            problem = f"{_where(rec)} closes lease {rec.lease_id} again; it was closed at seq {row.closed_seq}"
+        else:
+            return  # written off or revoked before the gateway's own close arrived: nothing left to return
+    if problem is not None:
+        result.anomalies.append(
+            await anomalies.store(
+                conn, AnomalyKind.UNKNOWN_LEASE, problem, now, gw=rec.gw, seq=rec.seq, lease_id=rec.lease_id
+            )
+        )
+        return
+    assert row is not None
+    result.returned[rec.lease_id] = await end_lease(conn, row, LeaseState.CLOSED, now, closed_seq=rec.seq)
+    result.certs.add(str(row.cert_no))
+
+
+# Records checked against the ledger: a confirmation counts or is flagged, a release must not follow a
+# confirmation. Reservations and doubts spend nothing on the platform; they only keep slots at a close.
+_CHECKED_KINDS = frozenset({RecordKind.CONFIRMED, RecordKind.RELEASED})
 
 
 class _LeaseView(NamedTuple):
@@ -238,85 +290,89 @@ class _LeaseView(NamedTuple):
     slot_lo: int
     slot_hi: int
     state: str
+    closed_seq: int | None
     original_pid: str
     new_pid: str
 
 
 class _Checker:
-    """Decides whether each confirmed record counts, from the leases and confirmations it touches."""
+    """Decides whether each record may stand and whether a confirmation counts, from the ledger it touches."""
 
     def __init__(
         self,
         gw: str,
-        held: dict[str, list[tuple[int, int]]],
         lease_rows: dict[str, _LeaseView],
-        slots: dict[tuple[str, int], str],
+        held: dict[str, list[tuple[int, int]]],
+        slots: dict[tuple[str, int], tuple[str, str]],
         sns: dict[tuple[str, str], tuple[str, int]],
+        frozen_seq: int | None,
     ) -> None:
         self.gw = gw
-        self.held = held  # lease -> ranges it still holds, for leases that ended and returned slots
         self.leases = lease_rows
-        self.slots = slots  # (lease, slot) -> sn already confirmed
+        self.held = held  # lease -> ranges it still holds, for leases that ended
+        self.slots = slots  # (cert, slot) -> (lease, sn) already confirmed
         self.sns = sns  # (cert, sn) -> (lease, slot) already confirmed
+        self.frozen_seq = frozen_seq
         self.new_confirmations: list[dict[str, object]] = []
         self.certs: set[str] = set()
 
     @classmethod
-    async def load(cls, conn: AsyncConnection, gw: str, confirmed: list[Record]) -> _Checker:
-        if not confirmed:
-            return cls(gw, {}, {}, {}, {})
-        lease_ids = sorted({r.lease_id for r in confirmed})
+    async def load(cls, conn: AsyncConnection, gw: str, checked: list[Record], frozen_seq: int | None) -> _Checker:
+        if not checked:
+            return cls(gw, {}, {}, {}, {}, frozen_seq)
+        lease_ids = sorted({r.lease_id for r in checked})
         lease_rows = await conn.execute(_LEASES, {"lease_ids": lease_ids})
         by_id = {r.lease_id: _LeaseView(*(r._mapping[f] for f in _LeaseView._fields)) for r in lease_rows}
-        ended = {r.lease_id for r in by_id.values() if r.state in LeaseState.ENDED_WITH_RETURN}
+        ended = {r.lease_id for r in by_id.values() if r.state != LeaseState.ACTIVE}
         held = await held_ranges(conn, ended) if ended else {}
-        slot_keys = {(r.lease_id, r.slot) for r in confirmed}
-        sn_keys = {(by_id[r.lease_id].cert_no, r.sn) for r in confirmed if r.lease_id in by_id}
+        known = [r for r in checked if r.lease_id in by_id]
+        slot_keys = {(by_id[r.lease_id].cert_no, r.slot) for r in known}
+        sn_keys = {(by_id[r.lease_id].cert_no, r.sn) for r in known}
         params = {
-            "lease_ids": lease_ids,
-            "slots": sorted({r.slot for r in confirmed}),
-            "certs": sorted({c for c, _ in sn_keys}),
-            "sns": sorted({r.sn for r in confirmed}),
-            "slot_leases": [lease for lease, _ in sorted(slot_keys)],
+            "certs": sorted({c for c, _ in slot_keys}),
+            "slots": sorted({s for _, s in slot_keys}),
+            "sns": sorted({sn for _, sn in sn_keys}),
+            "slot_certs": [cert for cert, _ in sorted(slot_keys)],
             "slot_nos": [slot for _, slot in sorted(slot_keys)],
             "sn_certs": [cert for cert, _ in sorted(sn_keys)],
             "sn_sns": [sn for _, sn in sorted(sn_keys)],
         }
-        holders: dict[tuple[str, int], str] = {}
+        holders: dict[tuple[str, int], tuple[str, str]] = {}
         sns: dict[tuple[str, str], tuple[str, int]] = {}
-        for r in await conn.execute(_HOLDERS[conn.dialect.name], params):
-            if (r.lease_id, r.slot) in slot_keys:
-                holders[(r.lease_id, r.slot)] = r.sn
-            if (r.cert_no, r.sn) in sn_keys:
-                sns[(r.cert_no, r.sn)] = (r.lease_id, r.slot)
-        return cls(gw, held, by_id, holders, sns)
+        if known:
+            for r in await conn.execute(_HOLDERS[conn.dialect.name], params):
+                if (r.cert_no, r.slot) in slot_keys:
+                    holders[(r.cert_no, r.slot)] = (r.lease_id, r.sn)
+                if (r.cert_no, r.sn) in sn_keys:
+                    sns[(r.cert_no, r.sn)] = (r.lease_id, r.slot)
+        return cls(gw, by_id, held, holders, sns, frozen_seq)
 
     async def check(self, conn: AsyncConnection, rec: Record, now: int, result: Applied) -> bool:
-        """Whether `rec` adds a confirmation; flags an anomaly when it must not count."""
+        """Whether `rec` adds a confirmation; flags an anomaly when a record must not stand."""
         lease = self.leases.get(rec.lease_id)
-        if lease is not None and self.slots.get((rec.lease_id, rec.slot)) == rec.sn:
-            return False  # the same SN confirmed again in the same slot: counted once already
-        problem = self._lease_problem(rec, lease) or self._slot_problem(rec, lease)
+        if self.frozen_seq is not None and rec.seq >= self.frozen_seq:
+            return False  # flagged once for the whole batch
+        if rec.kind == RecordKind.CONFIRMED and lease is not None:
+            holder = self.slots.get((lease.cert_no, rec.slot))
+            if holder == (rec.lease_id, rec.sn):
+                return False  # the same SN confirmed again in the same slot: counted once already
+        if rec.kind == RecordKind.RELEASED:
+            problem = self._slot_problem(rec, lease) if lease is not None and lease.gw == self.gw else None
+        else:
+            problem = self._lease_problem(rec, lease) or self._slot_problem(rec, lease)
         if problem is not None:
             kind, message = problem
-            cert_no = lease.cert_no if lease is not None else None
             result.anomalies.append(
                 await anomalies.store(
-                    conn,
-                    kind,
-                    message,
-                    now,
-                    gw=rec.gw,
-                    seq=rec.seq,
-                    cert_no=cert_no,
-                    lease_id=rec.lease_id,
-                    slot=rec.slot,
-                    sn=rec.sn,
+                    conn, kind, message, now, gw=rec.gw, seq=rec.seq, cert_no=lease.cert_no if lease else None,
+                    lease_id=rec.lease_id, slot=rec.slot, sn=rec.sn,
                 )
-            )
+            )  # fmt: skip
+            return False
+        if rec.kind != RecordKind.CONFIRMED:
             return False
         assert lease is not None  # _lease_problem flags a missing lease
-        self.slots[(rec.lease_id, rec.slot)] = rec.sn
+        self.slots[(lease.cert_no, rec.slot)] = (rec.lease_id, rec.sn)
         self.sns[(lease.cert_no, rec.sn)] = (rec.lease_id, rec.slot)
         self.new_confirmations.append(
             {
@@ -342,11 +398,9 @@ class _Checker:
                 AnomalyKind.SLOT_OUTSIDE_LEASE,
                 f"{_where(rec)}: the lease holds slots [{lease.slot_lo}, {lease.slot_hi})",
             )
-        if lease.lease_id in self.held and not any(lo <= rec.slot < hi for lo, hi in self.held[lease.lease_id]):
-            return (
-                AnomalyKind.RETURNED_SLOT,
-                f"{_where(rec)}: the lease {lease.state} and this slot went back to the certificate",
-            )
+        ended = self._ended_problem(rec, lease)
+        if ended is not None:
+            return ended
         if (rec.old_pid, rec.new_pid) != (lease.original_pid, lease.new_pid):
             return (
                 AnomalyKind.PID_MISMATCH,
@@ -354,12 +408,39 @@ class _Checker:
             )
         return None
 
+    def _ended_problem(self, rec: Record, lease: _LeaseView) -> tuple[AnomalyKind, str] | None:
+        if lease.closed_seq is not None and rec.seq > lease.closed_seq:
+            ended = "closed" if lease.state == LeaseState.CLOSED else lease.state.replace("_", " ")
+            return (
+                AnomalyKind.AFTER_LEASE_END,
+                f"{_where(rec)} comes after the lease was {ended} at seq {lease.closed_seq}; it counts for nothing",
+            )
+        if lease.lease_id in self.held and not any(lo <= rec.slot < hi for lo, hi in self.held[lease.lease_id]):
+            return (
+                AnomalyKind.RETURNED_SLOT,
+                f"{_where(rec)}: the lease is {lease.state.replace('_', ' ')} and this slot went back to the "
+                "certificate",
+            )
+        return None
+
     def _slot_problem(self, rec: Record, lease: _LeaseView | None) -> tuple[AnomalyKind, str] | None:
-        if lease is None:
+        if lease is None or rec.kind not in (RecordKind.RELEASED, RecordKind.CONFIRMED):
             return None
-        holder = self.slots.get((rec.lease_id, rec.slot))
+        holder = self.slots.get((lease.cert_no, rec.slot))
+        if rec.kind == RecordKind.RELEASED:
+            if holder is None or holder[0] != rec.lease_id:
+                return None
+            return (
+                AnomalyKind.RELEASE_AFTER_CONFIRM,
+                f"{_where(rec)} releases a slot confirmed for SN {holder[1]}; a confirmed slot is final and "
+                "nothing is returned",
+            )
         if holder is not None:
-            return AnomalyKind.DUPLICATE_SLOT, f"{_where(rec)}: the slot was already confirmed for SN {holder}"
+            return (
+                AnomalyKind.DUPLICATE_SLOT,
+                f"{_where(rec)}: slot {rec.slot} of {lease.cert_no} was already confirmed for SN {holder[1]} "
+                f"in lease {holder[0]}",
+            )
         other = self.sns.get((lease.cert_no, rec.sn))
         if other is not None:
             return AnomalyKind.SN_REBADGED_TWICE, (

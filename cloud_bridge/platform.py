@@ -8,12 +8,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cloud_bridge import accounts, activation, certificates, gateways, issuer, leases, ledger, requests
+from cloud_bridge import accounts, activation, certificates, gateways, issuer, leases, ledger, quarantine, requests
 from cloud_bridge.accounts import Actor
 from cloud_bridge.anomalies import AnomalyEvent, AnomalyKind
 from cloud_bridge.anomalies import store as store_anomaly
@@ -156,13 +156,11 @@ class Platform:
     ) -> tuple[Lease, bytes, bytes]:
         """Lease up to `slots` free slots of a certificate to a gateway; return (lease, token, bundle bytes)."""
         async with self.engine.begin() as conn:
-            gw = await gateways.register(conn, gateway, "", self.now())
-            row = await gateways.get(conn, gw)
+            await gateways.register(conn, gateway, "", self.now())
             return await leases.issue(
                 conn,
                 cert_no,
                 gateway,
-                row,
                 slots,
                 valid_s=valid_s,
                 policy=self.policy,
@@ -180,12 +178,28 @@ class Platform:
         """Answer a gateway's `req/release` payload."""
         return await self.run(requests.answer_release, gw, payload, now=self.now())
 
-    async def expire_leases(self) -> int:
-        """End leases past expiry plus the grace for late records; return how many ended."""
-        return await self.run(leases.expire_due, self.now(), self.policy.return_grace_s)
+    async def write_off_lease(self, actor: Actor, lease_id: str, reason: str) -> int:
+        """An auditor or admin writes off a lease whose gateway never came back; return the slots returned."""
+        return await self.run(leases.write_off, actor, lease_id, reason, self.now())
+
+    async def reinstate_gateway(self, actor: Actor, gw: str, reason: str) -> int:
+        """An admin lifts a fork's freeze; return the seq the gateway's chain continues after."""
+        return await self.run(quarantine.reinstate, actor, gw, reason, self.now())
+
+    async def stale_holds(self, cert_no: str) -> int:
+        """Slots of a certificate held by gateways silent since their lease expired."""
+        return (await self.run(leases.stale_holds, [cert_no], self.now())).get(cert_no, 0)
+
+    async def gateway_history(self, gw: str) -> list[Row[Any]]:
+        """A gateway's audit history (frozen, reinstated, written off), oldest first."""
+        return await self.run(gateways.history, gw)
+
+    async def prune_nonces(self) -> int:
+        """Forget request nonces older than the replay window; return how many."""
+        return await self.run(requests.prune_nonces, self.now())
 
     async def activate(self, sn: str, pid: str, receipt: bytes) -> activation.Activation:
-        """A device in the field presents its receipt; each (lease, slot) activates once."""
+        """A device in the field presents its receipt; each (certificate, slot) activates once."""
         return await self.run(activation.activate, sn, pid, receipt, self.now())
 
     async def authenticate(self, api_key: str | None) -> Actor:
@@ -216,7 +230,9 @@ class Platform:
             CertProgressPayload(cert_no=no, confirmed=n, quantity=q) for no, (n, q) in sorted(counts.items())
         )
         ack = None
-        if applied.outcome in (Outcome.APPLIED, Outcome.DUPLICATE):
+        # After a fork the ack names the platform's own head, which the gateway cannot match: that is how a
+        # gateway restored from a backup learns that it is frozen.
+        if applied.outcome in (Outcome.APPLIED, Outcome.DUPLICATE, Outcome.FORK):
             ack = sign(Ack(gw=applied.gw, seq=applied.seq, head=applied.head, at=now), self.issuer)
         return IngestResult(
             applied.outcome,
@@ -233,7 +249,7 @@ class Platform:
         self, conn: AsyncConnection, payload: bytes, topic_gw: str | None, now: int
     ) -> ledger.Applied:
         batch = parse_batch(payload, topic_gw)
-        row = await ledger.lock_gateway(conn, batch.gw)
+        row = await gateways.lock(conn, batch.gw)
         if row is None:
             raise BatchRejectedError(
                 f"batch from unknown gateway {batch.gw}; register its key first",

@@ -1,37 +1,62 @@
-"""Gateways' requests over MQTT: a lease (`req/lease`) and the release of a lease's unused slots (`req/release`)."""
+"""Gateways' signed requests over MQTT: a lease (`req/lease`) and what came back of a closed lease (`req/release`).
+
+A request is a COSE_Sign1 token signed by the gateway's key; a topic name is never proof of who sent it. Its time
+must lie within `REQUEST_WINDOW_S` of the platform's clock and its nonce must be new in that window.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Row
+from sqlalchemy import Row, delete
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloud_bridge import certificates, gateways, leases
 from cloud_bridge.accounts import Actor, Role
-from cloud_bridge.errors import CloudError, ConflictError, InvalidRequestError, NoSlotsLeftError, NotFoundError
+from cloud_bridge.errors import (
+    CloudError,
+    GatewayFrozenError,
+    InvalidRequestError,
+    NoSlotsLeftError,
+    NotFoundError,
+)
 from cloud_bridge.leases import LeasePolicy, LeaseState
+from cloud_bridge.store.schema import request_nonces
 from wire.errors import MalformedError, TokenError, WireError
 from wire.keys import KeyRing, PublicKey, SigningKey
 from wire.lease_request import (
+    REQUEST_WINDOW_S,
     AnswerCode,
     LeaseAnswer,
+    LeaseRequest,
     Release,
     ReleaseAnswer,
-    lease_request_from_cbor,
-    release_request_from_cbor,
+    SignedRequest,
 )
-from wire.tokens import verify
+from wire.tokens import HDR_KID, peek_header, verify
 
 log = logging.getLogger(__name__)
 
-MAX_ID_CHARS = 64
+R = TypeVar("R", bound=SignedRequest)
+MAX_MESSAGE = 500
+
+
+class RequestRefusedError(CloudError):
+    """A request that gets a refusal before it is looked at: `code` is the answer's code, `id` its id if known."""
+
+    def __init__(self, message: str, *, code: AnswerCode, request_id: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.request_id = request_id
 
 
 def _code_of(exc: CloudError) -> AnswerCode:
     if isinstance(exc, NoSlotsLeftError):
         return AnswerCode.NO_SLOTS
+    if isinstance(exc, GatewayFrozenError):
+        return AnswerCode.FROZEN
     if isinstance(exc, NotFoundError):
         return AnswerCode.NOT_FOUND
     if isinstance(exc, InvalidRequestError):
@@ -42,99 +67,153 @@ def _code_of(exc: CloudError) -> AnswerCode:
 async def _gateway(conn: AsyncConnection, gw: str) -> Row[Any]:
     row = await gateways.find(conn, gw)
     if row is None:
-        raise NotFoundError(f"gateway {gw} is not registered; enrol it on the platform first", what="gateway", key=gw)
+        raise RequestRefusedError(
+            f"gateway {gw} is not registered; enrol it on the platform first", code=AnswerCode.UNKNOWN_GATEWAY
+        )
     if row.revoked:
-        raise ConflictError(f"gateway {gw} is revoked")
+        raise RequestRefusedError(f"gateway {gw} is revoked", code=AnswerCode.REFUSED)
     return row
+
+
+async def verified_request(conn: AsyncConnection, topic_gw: str, token: bytes, cls: type[R], now: int) -> R:
+    """Verify a gateway's signed request: its key, its topic, its time and a fresh nonce (stored here)."""
+    try:
+        kid = peek_header(token).get(HDR_KID)
+    except MalformedError as exc:
+        raise RequestRefusedError(
+            f"request is not a signed token ({exc}); sign requests with the gateway key", code=AnswerCode.BAD_SIGNATURE
+        ) from exc
+    if not isinstance(kid, bytes) or kid.hex() != topic_gw:
+        raise RequestRefusedError(
+            f"request on gateway {topic_gw}'s topic is not signed by that gateway's key", code=AnswerCode.BAD_SIGNATURE
+        )
+    row = await _gateway(conn, topic_gw)
+    try:
+        request = verify(token, cls, KeyRing([PublicKey(bytes(row.public_key))]))
+    except TokenError as exc:
+        raise RequestRefusedError(str(exc), code=AnswerCode.BAD_SIGNATURE) from exc
+    except MalformedError as exc:
+        raise RequestRefusedError(str(exc), code=AnswerCode.MALFORMED) from exc
+    if request.gw != topic_gw:
+        raise RequestRefusedError(
+            f"request names gateway {request.gw!r} on gateway {topic_gw}'s topic",
+            code=AnswerCode.BAD_SIGNATURE,
+            request_id=request.id,
+        )
+    await _fresh(conn, request, now)
+    return request
+
+
+async def _fresh(conn: AsyncConnection, request: SignedRequest, now: int) -> None:
+    if abs(request.at - now) > REQUEST_WINDOW_S:
+        raise RequestRefusedError(
+            f"request time {request.at} is {request.at - now:+d} s from the platform's clock {now}, outside the "
+            f"{REQUEST_WINDOW_S} s window; set the gateway's clock (NTP) and send it again",
+            code=AnswerCode.REPLAYED,
+            request_id=request.id,
+        )
+    try:
+        async with conn.begin_nested():
+            await conn.execute(request_nonces.insert().values(gw=request.gw, nonce=request.nonce, at=now))
+    except IntegrityError as exc:
+        raise RequestRefusedError(
+            "request's nonce was seen before: a replay, refused; a new request needs a fresh nonce",
+            code=AnswerCode.REPLAYED,
+            request_id=request.id,
+        ) from exc
+
+
+async def prune_nonces(conn: AsyncConnection, now: int) -> int:
+    """Forget nonces of requests too old to be accepted anyway; return how many."""
+    result = await conn.execute(delete(request_nonces).where(request_nonces.c.at < now - 2 * REQUEST_WINDOW_S))
+    return int(result.rowcount)
 
 
 async def answer_lease(
     conn: AsyncConnection, gw: str, payload: bytes, *, policy: LeasePolicy, issuer: SigningKey, now: int
 ) -> LeaseAnswer:
-    """Answer a gateway's lease request; refusals are answers too, never exceptions."""
+    """Answer a gateway's signed lease request; refusals are answers too, never exceptions."""
     try:
-        request = lease_request_from_cbor(payload)
+        request = await verified_request(conn, gw, payload, LeaseRequest, now)
+    except RequestRefusedError as exc:
+        return LeaseAnswer(id=exc.request_id, code=exc.code, message=str(exc)[:MAX_MESSAGE])
     except WireError as exc:
-        return LeaseAnswer(id="", code=AnswerCode.MALFORMED, message=str(exc)[:500])
+        return LeaseAnswer(id="", code=AnswerCode.MALFORMED, message=str(exc)[:MAX_MESSAGE])
     try:
         row = await _gateway(conn, gw)
-    except NotFoundError as exc:
-        return LeaseAnswer(id=request.id, code=AnswerCode.UNKNOWN_GATEWAY, message=str(exc))
-    except CloudError as exc:
-        return LeaseAnswer(id=request.id, code=AnswerCode.REFUSED, message=str(exc))
-    try:
         cert = await certificates.get(conn, request.cert_no)
         if row.org_id is not None and cert.org_id is not None and cert.org_id != row.org_id:
-            raise NotFoundError(f"certificate {request.cert_no!r} does not exist", what="certificate", key=cert.cert_no)
+            raise NotFoundError(f"certificate {request.cert_no!r} does not exist", what="certificate", key="")
         lease, _, bundle = await leases.issue(
             conn,
             request.cert_no,
             PublicKey(bytes(row.public_key)),
-            row,
             request.slots,
             valid_s=request.valid_s,
             policy=policy,
             issuer=issuer,
             now=now,
         )
+    except RequestRefusedError as exc:
+        return LeaseAnswer(id=request.id, code=exc.code, message=str(exc)[:MAX_MESSAGE])
     except CloudError as exc:
-        return LeaseAnswer(id=request.id, code=_code_of(exc), message=str(exc)[:500])
+        return LeaseAnswer(id=request.id, code=_code_of(exc), message=str(exc)[:MAX_MESSAGE])
     message = f"lease {lease.lease_id}: slots [{lease.slot_lo}, {lease.slot_hi}) of {lease.cert_no}"
     return LeaseAnswer(id=request.id, code=AnswerCode.OK, message=message, bundle=bundle)
 
 
 async def answer_release(conn: AsyncConnection, gw: str, payload: bytes, *, now: int) -> ReleaseAnswer:
-    """Take back a lease's unused slots once its gateway's journal is stored up to the release's seq."""
+    """Say what came back of a lease the gateway closed in its chain, once the platform has ingested the close."""
     try:
-        request = release_request_from_cbor(payload)
+        release = await verified_request(conn, gw, payload, Release, now)
+    except RequestRefusedError as exc:
+        return ReleaseAnswer(id=exc.request_id, code=exc.code, message=str(exc)[:MAX_MESSAGE])
     except WireError as exc:
-        return ReleaseAnswer(id="", code=AnswerCode.MALFORMED, message=str(exc)[:500])
-    try:
-        row = await _gateway(conn, gw)
-    except NotFoundError as exc:
-        return ReleaseAnswer(id=request.id, code=AnswerCode.UNKNOWN_GATEWAY, message=str(exc))
-    except CloudError as exc:
-        return ReleaseAnswer(id=request.id, code=AnswerCode.REFUSED, message=str(exc))
-    try:
-        release = verify(request.release, Release, KeyRing([PublicKey(bytes(row.public_key))]))
-    except TokenError as exc:
-        return ReleaseAnswer(id=request.id, code=AnswerCode.BAD_SIGNATURE, message=str(exc)[:500])
-    except MalformedError as exc:
-        return ReleaseAnswer(id=request.id, code=AnswerCode.MALFORMED, message=str(exc)[:500])
-    return await _release(conn, request.id, gw, release, now)
+        return ReleaseAnswer(id="", code=AnswerCode.MALFORMED, message=str(exc)[:MAX_MESSAGE])
+    return await _release(conn, release.id, gw, release)
 
 
-async def _release(conn: AsyncConnection, request_id: str, gw: str, release: Release, now: int) -> ReleaseAnswer:
-    try:
-        lease = await leases.get(conn, release.lease_id)
-    except NotFoundError as exc:
-        return ReleaseAnswer(id=request_id, code=AnswerCode.NOT_FOUND, message=str(exc))
-    if lease.gw != gw:
-        return ReleaseAnswer(id=request_id, code=AnswerCode.NOT_FOUND, message=f"lease {lease.lease_id} is not yours")
+async def _release(conn: AsyncConnection, request_id: str, gw: str, release: Release) -> ReleaseAnswer:
+    lease = await leases.find(conn, release.lease_id)
+    if lease is None or lease.gw != gw:
+        message = f"lease {release.lease_id!r} is not a lease of gateway {gw}"
+        return ReleaseAnswer(id=request_id, code=AnswerCode.NOT_FOUND, message=message)
+    if lease.state == LeaseState.CLOSED and lease.closed_seq == release.seq:
+        returned = int(lease.returned or 0)
+        return ReleaseAnswer(
+            id=request_id, code=AnswerCode.OK, message=f"lease {lease.lease_id} closed: {returned} slots returned",
+            returned=returned,
+        )  # fmt: skip
     if lease.state != LeaseState.ACTIVE:
-        return ReleaseAnswer(id=request_id, code=AnswerCode.OK, message=f"lease {lease.lease_id} already {lease.state}")
+        message = f"lease {lease.lease_id} is {lease.state.replace('_', ' ')}"
+        if lease.closed_seq is not None:
+            message += f" at seq {lease.closed_seq}, not at seq {release.seq}"
+        return ReleaseAnswer(id=request_id, code=AnswerCode.REFUSED, message=message)
     stored = await leases.stored_seq(conn, gw)
-    if stored < release.seq:
+    if stored >= release.seq:
         return ReleaseAnswer(
             id=request_id,
-            code=AnswerCode.PENDING,
-            message=f"the platform has your journal up to seq {stored}, the release names seq {release.seq}; "
-            "send the records first, then the release again",
+            code=AnswerCode.REFUSED,
+            message=f"your record at seq {release.seq} does not close lease {lease.lease_id}; nothing returned",
         )
-    returned = await leases.end(conn, lease, LeaseState.RELEASED, now, release_seq=release.seq)
-    return ReleaseAnswer(id=request_id, code=AnswerCode.OK, message=f"{returned} slots returned", returned=returned)
+    return ReleaseAnswer(
+        id=request_id,
+        code=AnswerCode.PENDING,
+        message=f"the platform has your journal up to seq {stored}; the close is at seq {release.seq}. "
+        "Slots come back when the records up to it arrive; ask again then",
+    )
 
 
 async def release_as(conn: AsyncConnection, actor: Actor, lease_id: str, token: bytes, *, now: int) -> ReleaseAnswer:
-    """A person hands in a gateway's signed release over HTTP (an air-gapped line)."""
+    """A person hands in a gateway's signed release over HTTP (an air-gapped line) to learn what came back."""
     actor.require(Role.ADMIN, Role.FACTORY_ADMIN, Role.TECHNICIAN)
-    lease = await leases.get(conn, lease_id)
-    await certificates.credentials(conn, actor, lease.cert_no)  # NotFoundError unless the actor may see it
-    row = await gateways.get(conn, lease.gw)
+    lease = await leases.visible(conn, actor, lease_id)
     try:
-        release = verify(token, Release, KeyRing([PublicKey(bytes(row.public_key))]))
-    except (TokenError, MalformedError) as exc:
-        raise InvalidRequestError(f"release is not signed by the lease's gateway: {exc}", field="release") from exc
+        release = await verified_request(conn, str(lease.gw), token, Release, now)
+    except RequestRefusedError as exc:
+        raise InvalidRequestError(
+            f"release is not a fresh request signed by the lease's gateway: {exc}", field="release"
+        ) from exc
     if release.lease_id != lease_id:
         raise InvalidRequestError(f"release names lease {release.lease_id}, not {lease_id}", field="release")
-    return await _release(conn, "", str(lease.gw), release, now)
+    return await _release(conn, "", str(lease.gw), release)

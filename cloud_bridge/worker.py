@@ -98,7 +98,7 @@ class IngestWorker:
         return f"$share/{self.shared_group}/{topic}" if self.shared_group else topic
 
     async def run(self) -> None:
-        """Ingest and answer requests until cancelled; also end expired leases every `sweep_s`."""
+        """Ingest and answer requests until cancelled; also forget stale request nonces every `sweep_s`."""
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._connection_loop(), name="cloud-worker-mqtt")
             tasks.create_task(self._sweep_loop(), name="cloud-worker-sweep")
@@ -106,12 +106,11 @@ class IngestWorker:
     async def _sweep_loop(self) -> None:
         while True:
             try:
-                ended = await self.platform.expire_leases()
+                pruned = await self.platform.prune_nonces()
             except (SQLAlchemyError, OSError):
-                log.exception("could not end expired leases; trying again in %.0fs", self.sweep_s)
+                log.exception("could not prune request nonces; trying again in %.0fs", self.sweep_s)
             else:
-                if ended:
-                    log.info("ended %d expired leases; their unused slots are free again", ended)
+                log.debug("forgot %d request nonces past the replay window", pruned)
             _stop_if_cancelled()
             await asyncio.sleep(self.sweep_s)
 

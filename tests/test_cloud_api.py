@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,7 @@ from tests.test_cloud_helpers import (  # noqa: F401  (fixtures)
 )
 from wire.keys import KeyRing, SigningKey, kid_of
 from wire.lease_request import Release
-from wire.tokens import Certificate, sign, verify
+from wire.tokens import Certificate, verify
 
 ROLES = ("anonymous", "admin", "auditor", "factory_admin", "technician", "customer", "buyer")
 _unique = itertools.count(1)
@@ -172,19 +173,21 @@ async def test_bad_input_gets_a_clear_4xx_and_changes_nothing(world: World) -> N
 async def test_release_over_http_returns_unused_slots(world: World, platform: Platform) -> None:
     j = Journal(world.gateway, old_pid=world.cert_pid)
     j.confirm(world.lease_id, 0, "SN0001")
-    release = sign(Release(lease_id=world.lease_id, seq=2, at=0), world.gateway)
-    body = {"release": base64.b64encode(release).decode()}
-    early = await world.ok("technician", "POST", f"/leases/{world.lease_id}/release", body)
+    close = j.close(world.lease_id, 3)
+
+    def body(key: SigningKey = world.gateway) -> dict[str, str]:
+        token = j.request(Release, at=platform.now(), key=key, lease_id=world.lease_id, seq=close.seq)
+        return {"release": base64.b64encode(token).decode()}
+
+    early = await world.ok("technician", "POST", f"/leases/{world.lease_id}/release", body())
     assert early["code"] == "pending"
     await platform.ingest(j.batch(), topic_gw=j.gw)
-    done = await world.ok("technician", "POST", f"/leases/{world.lease_id}/release", body)
+    done = await world.ok("technician", "POST", f"/leases/{world.lease_id}/release", body())
     assert (done["code"], done["returned"]) == ("ok", 2)
-    forged = sign(Release(lease_id=world.lease_id, seq=2, at=0), SigningKey.generate())
-    r = await world.call("technician", "POST", f"/leases/{world.lease_id}/release",
-                         {"release": base64.b64encode(forged).decode()})  # fmt: skip
+    r = await world.call("technician", "POST", f"/leases/{world.lease_id}/release", body(SigningKey.generate()))
     assert r.status_code == 422
     leased = await world.ok("technician", "GET", f"/certificates/{world.cert_no}/leases")
-    assert [x["state"] for x in leased] == ["released"]
+    assert [x["state"] for x in leased] == ["closed"]
     again = await world.ok("technician", "POST", f"/certificates/{world.cert_no}/leases",
                            {"gateway_key": world.gateway.public.raw.hex(), "slots": 10})  # fmt: skip
     assert (again["slot_lo"], again["slot_hi"]) == (1, 10)  # slot 0 stays spent; 1 and 2 came back
@@ -235,7 +238,7 @@ async def _lease(w: World) -> tuple[str, Any]:
 
 
 async def _release(w: World) -> tuple[str, Any]:
-    token = sign(Release(lease_id=w.lease_id, seq=0, at=0), w.gateway)
+    token = Journal(w.gateway).request(Release, at=int(time.time()), lease_id=w.lease_id, seq=1)
     return f"/leases/{w.lease_id}/release", {"release": base64.b64encode(token).decode()}
 
 

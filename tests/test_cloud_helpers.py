@@ -8,14 +8,15 @@ import secrets
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
 
 from cloud_bridge.platform import Platform
 from wire.keys import SigningKey
-from wire.records import GENESIS, Batch, Record, RecordKind
+from wire.lease_request import SignedRequest, new_nonce
+from wire.records import GENESIS, Batch, Record, RecordKind, close_record
 from wire.tokens import Checkpoint, sign
 
 PG_ADMIN_URL = os.environ.get("REBADGE_TEST_PG", "postgresql://postgres@127.0.0.1/postgres")
@@ -23,6 +24,7 @@ PG_CONNECT_TIMEOUT_S = 3.0
 OLD_PID = "abcd1234"
 NEW_PID = "wxyz5678"
 T0 = 1_800_000_000
+R = TypeVar("R", bound=SignedRequest)
 
 
 class Journal:
@@ -65,6 +67,21 @@ class Journal:
         )
         self.records.append(rec)
         return rec
+
+    def close(self, lease_id: str, slot_hi: int) -> Record:
+        """Append the record that closes a lease: no record on it after this one counts."""
+        rec = close_record(
+            self.gw, len(self.records) + 1, self.head, lease_id=lease_id, slot_hi=slot_hi, old_pid=self.old_pid,
+            new_pid=NEW_PID, at=T0 + len(self.records), reason="closed in a test",
+        )  # fmt: skip
+        self.records.append(rec)
+        return rec
+
+    def request(self, payload_cls: type[R], *, at: int = T0, key: SigningKey | None = None, **fields: Any) -> bytes:
+        """A signed gateway request (lease or release) with a fresh nonce."""
+        return sign(
+            payload_cls(id="r-" + secrets.token_hex(4), gw=self.gw, nonce=new_nonce(), at=at, **fields), key or self.key
+        )
 
     def confirm(self, lease_id: str, slot: int, sn: str) -> None:
         """The records of one successful rebadge: reserved, then confirmed."""

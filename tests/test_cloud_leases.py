@@ -1,4 +1,4 @@
-"""Leases coming back (release, expiry), late records for returned slots, and activation in the field."""
+"""Leases end only by their gateway's close (ingested) or a write-off; expiry returns nothing; activation follows."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from cloud_bridge.accounts import Actor, Role
 from cloud_bridge.activation import Verdict
 from cloud_bridge.anomalies import AnomalyKind
+from cloud_bridge.errors import ConflictError, InvalidRequestError, NoSlotsLeftError, PermissionDeniedError
 from cloud_bridge.leases import LeasePolicy
 from cloud_bridge.platform import Platform
 from tests.test_cloud_helpers import (  # noqa: F401  (fixtures)
@@ -22,17 +24,18 @@ from tests.test_cloud_helpers import (  # noqa: F401  (fixtures)
 )
 from wire.keys import SigningKey
 from wire.lease_request import (
+    REQUEST_WINDOW_S,
     AnswerCode,
     LeaseRequest,
     Release,
-    ReleaseRequest,
     lease_answer_from_cbor,
     release_answer_from_cbor,
 )
 from wire.records import RecordKind
 from wire.tokens import Grant, decode_bundle, sign
 
-GRACE_S = 100
+AUDITOR = Actor(Role.AUDITOR, None, name="audit-1")
+ADMIN = Actor(Role.ADMIN, None, name="admin-1")
 
 
 class Clock:
@@ -52,7 +55,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 async def platform(db_url: str | None, tmp_path: Path, clock: Clock) -> AsyncIterator[Platform]:
-    policy = LeasePolicy(max_slots=50, valid_s=1000, return_grace_s=GRACE_S)
+    policy = LeasePolicy(max_slots=50, valid_s=1000)
     p = await Platform.open(tmp_path / "cloud", db_url=db_url, clock=clock, policy=policy)
     yield p
     await p.close()
@@ -63,32 +66,60 @@ async def _cert(p: Platform, quantity: int = 10) -> str:
     return cert.cert_no
 
 
-async def test_lease_over_mqtt_payloads(platform: Platform) -> None:
+def _receipt(lease_id: str, slot: int, sn: str, key: SigningKey) -> bytes:
+    return sign(Grant(lease_id=lease_id, slot=slot, sn=sn, new_pid=NEW_PID, iat=T0), key)
+
+
+async def _ask_lease(p: Platform, gw: str, token: bytes) -> tuple[AnswerCode, str]:
+    answer = lease_answer_from_cbor((await p.answer_lease(gw, token)).to_cbor())
+    return answer.code, answer.message
+
+
+async def _ask_release(p: Platform, j: Journal, lease_id: str, seq: int) -> tuple[AnswerCode, int]:
+    token = j.request(Release, lease_id=lease_id, seq=seq)
+    answer = release_answer_from_cbor((await p.answer_release(j.gw, token)).to_cbor())
+    return answer.code, answer.returned
+
+
+async def test_lease_requests_are_signed_fresh_and_never_replayed(platform: Platform, clock: Clock) -> None:
     cert_no = await _cert(platform, quantity=100)
     j = Journal()
-    unknown = lease_answer_from_cbor(
-        (await platform.answer_lease(j.gw, LeaseRequest(id="r1", cert_no=cert_no, slots=5).to_cbor())).to_cbor()
+    assert (await _ask_lease(platform, j.gw, j.request(LeaseRequest, cert_no=cert_no, slots=5)))[0] == (
+        AnswerCode.UNKNOWN_GATEWAY
     )
-    assert (unknown.id, unknown.code) == ("r1", AnswerCode.UNKNOWN_GATEWAY)
     await platform.register_gateway(j.key.public, "line 1")
-    big = lease_answer_from_cbor(
-        (await platform.answer_lease(j.gw, LeaseRequest(id="r2", cert_no=cert_no, slots=80).to_cbor())).to_cbor()
+    token = j.request(LeaseRequest, cert_no=cert_no, slots=80)
+    ok = lease_answer_from_cbor((await platform.answer_lease(j.gw, token)).to_cbor())
+    assert ok.ok
+    assert ok.bundle is not None
+    assert decode_bundle(ok.bundle).lease
+    code, message = await _ask_lease(platform, j.gw, token)
+    assert code == AnswerCode.REPLAYED
+    assert "nonce was seen before" in message
+    unsigned = LeaseRequest(id="u", gw=j.gw, nonce=bytes(16), at=T0, cert_no=cert_no, slots=5).to_cbor()
+    assert (await _ask_lease(platform, j.gw, unsigned))[0] == AnswerCode.BAD_SIGNATURE
+    stranger = j.request(LeaseRequest, cert_no=cert_no, slots=5, key=SigningKey.generate())
+    assert (await _ask_lease(platform, j.gw, stranger))[0] == AnswerCode.BAD_SIGNATURE
+    other = Journal()
+    await platform.register_gateway(other.key.public)
+    on_other_topic = other.request(LeaseRequest, cert_no=cert_no, slots=5)
+    assert (await _ask_lease(platform, j.gw, on_other_topic))[0] == AnswerCode.BAD_SIGNATURE
+    code, message = await _ask_lease(
+        platform, j.gw, j.request(LeaseRequest, cert_no=cert_no, slots=5, at=T0 - REQUEST_WINDOW_S - 1)
     )
-    assert big.ok
-    assert big.bundle is not None
-    lease_token = decode_bundle(big.bundle).lease
-    assert lease_token
-    missing = lease_answer_from_cbor(
-        (await platform.answer_lease(j.gw, LeaseRequest(id="r3", cert_no="RC999999", slots=1).to_cbor())).to_cbor()
+    assert code == AnswerCode.REPLAYED
+    assert "clock" in message
+    assert (await _ask_lease(platform, j.gw, j.request(LeaseRequest, cert_no="RC999999", slots=1)))[0] == (
+        AnswerCode.NOT_FOUND
     )
-    assert missing.code == AnswerCode.NOT_FOUND
-    garbage = lease_answer_from_cbor((await platform.answer_lease(j.gw, b"\xa1\x61")).to_cbor())
-    assert garbage.code == AnswerCode.MALFORMED
+    assert (await _ask_lease(platform, j.gw, b"\xa1\x61"))[0] == AnswerCode.BAD_SIGNATURE
     await platform.revoke_gateway(j.gw)
-    revoked = lease_answer_from_cbor(
-        (await platform.answer_lease(j.gw, LeaseRequest(id="r4", cert_no=cert_no, slots=1).to_cbor())).to_cbor()
+    assert (await _ask_lease(platform, j.gw, j.request(LeaseRequest, cert_no=cert_no, slots=1)))[0] == (
+        AnswerCode.REFUSED
     )
-    assert revoked.code == AnswerCode.REFUSED
+    # Nonces are forgotten once their requests could no longer pass the time check anyway.
+    clock.t = T0 + 3 * REQUEST_WINDOW_S
+    assert await platform.prune_nonces() >= 1
 
 
 async def test_policy_caps_a_lease(platform: Platform) -> None:
@@ -97,31 +128,25 @@ async def test_policy_caps_a_lease(platform: Platform) -> None:
     assert lease.size == 50
 
 
-async def test_signed_release_returns_unused_slots_once_records_are_in(platform: Platform) -> None:
+async def test_a_close_in_the_chain_returns_only_unspent_slots(platform: Platform) -> None:
     cert_no = await _cert(platform)
     j = Journal()
     lease, _, _ = await platform.issue_lease(cert_no, j.key.public, 6)
     j.confirm(lease.lease_id, 0, "SN0001")
     j.add(lease.lease_id, 1, "SN0002", RecordKind.RESERVED)
-    j.add(lease.lease_id, 1, "SN0002", RecordKind.RELEASED)  # refused: slot 1 may be used again
+    j.add(lease.lease_id, 1, "SN0002", RecordKind.RELEASED)  # read back unchanged: slot 1 may be used again
     j.add(lease.lease_id, 2, "SN0003", RecordKind.RESERVED)
     j.add(lease.lease_id, 2, "SN0003", RecordKind.IN_DOUBT)  # held until settled
-    release = sign(Release(lease_id=lease.lease_id, seq=len(j.records), at=T0), j.key)
-
-    async def ask(token: bytes) -> tuple[AnswerCode, int]:
-        answer = release_answer_from_cbor(
-            (await platform.answer_release(j.gw, ReleaseRequest(id="x", release=token).to_cbor())).to_cbor()
-        )
-        return answer.code, answer.returned
-
-    assert await ask(release) == (AnswerCode.PENDING, 0)
-    assert await ask(sign(Release(lease_id=lease.lease_id, seq=0, at=T0), SigningKey.generate())) == (
-        AnswerCode.BAD_SIGNATURE,
-        0,
-    )
+    close = j.close(lease.lease_id, lease.slot_hi)
+    assert await _ask_release(platform, j, lease.lease_id, close.seq) == (AnswerCode.PENDING, 0)
     await platform.ingest(j.batch(), topic_gw=j.gw)
-    assert await ask(release) == (AnswerCode.OK, 4)  # slots 1, 3, 4, 5 come back; 0 and 2 stay spent
-    assert await ask(release) == (AnswerCode.OK, 0)  # idempotent
+    assert await _ask_release(platform, j, lease.lease_id, close.seq) == (AnswerCode.OK, 4)  # 1, 3, 4, 5 back
+    assert await _ask_release(platform, j, lease.lease_id, close.seq) == (AnswerCode.OK, 4)  # the same answer
+    assert (await _ask_release(platform, j, lease.lease_id, 2))[0] == AnswerCode.REFUSED  # not where it closed
+    j.confirm(lease.lease_id, 4, "SN0005")  # a spend after the close counts for nothing
+    late = await platform.ingest(j.batch(close.seq + 1), topic_gw=j.gw)
+    assert {a.kind for a in late.anomalies} == {AnomalyKind.AFTER_LEASE_END}
+    assert await platform.confirmed_count(cert_no) == 1
     other = SigningKey.generate().public
     first, _, _ = await platform.issue_lease(cert_no, other, 1)
     second, _, _ = await platform.issue_lease(cert_no, other, 10)
@@ -129,31 +154,83 @@ async def test_signed_release_returns_unused_slots_once_records_are_in(platform:
     assert (second.slot_lo, second.slot_hi) == (3, 10)  # the largest free run; slot 2 is in doubt
 
 
-async def test_expiry_returns_slots_after_the_grace_and_flags_late_records(platform: Platform, clock: Clock) -> None:
-    cert_no = await _cert(platform)
+async def test_a_release_after_a_confirmation_returns_nothing(platform: Platform) -> None:
+    cert_no = await _cert(platform, quantity=5)
     j = Journal()
-    lease, _, _ = await platform.issue_lease(cert_no, j.key.public, 10, valid_s=500)
-    j.confirm(lease.lease_id, 0, "SN0001")
+    lease, _, _ = await platform.issue_lease(cert_no, j.key.public, 5)
+    for slot in range(5):
+        j.confirm(lease.lease_id, slot, f"SN000{slot}")
+        j.add(lease.lease_id, slot, f"SN000{slot}", RecordKind.RELEASED)
+    j.close(lease.lease_id, lease.slot_hi)
+    result = await platform.ingest(j.batch(), topic_gw=j.gw)
+    assert [a.kind for a in result.anomalies] == [AnomalyKind.RELEASE_AFTER_CONFIRM] * 5
+    assert await platform.confirmed_count(cert_no) == 5
+    with pytest.raises(NoSlotsLeftError):
+        await platform.issue_lease(cert_no, SigningKey.generate().public, 1)
+
+
+async def test_expiry_returns_nothing_and_an_offline_line_still_counts(platform: Platform, clock: Clock) -> None:
+    cert_no = await _cert(platform, quantity=4)
+    j = Journal()
+    lease, _, _ = await platform.issue_lease(cert_no, j.key.public, 4, valid_s=500)
+    for slot in range(4):
+        j.confirm(lease.lease_id, slot, f"SN000{slot}")  # while the broker is down
+    clock.t = lease.exp + 86_400  # a day past expiry: nothing comes back
+    second = Journal()
+    await platform.register_gateway(second.key.public)
+    code, message = await _ask_lease(
+        platform, second.gw, second.request(LeaseRequest, cert_no=cert_no, slots=4, at=int(clock.t))
+    )
+    assert code == AnswerCode.NO_SLOTS
+    assert "close a lease" in message
+    assert await platform.stale_holds(cert_no) == 4  # held by a gateway silent since its lease expired
+    result = await platform.ingest(j.batch(), topic_gw=j.gw)
+    assert result.anomalies == ()
+    assert await platform.confirmed_count(cert_no) == 4
+    for slot in range(4):
+        assert (
+            await platform.activate(f"SN000{slot}", NEW_PID, _receipt(lease.lease_id, slot, f"SN000{slot}", j.key))
+        ).accepted
+    assert await platform.stale_holds(cert_no) == 0
+
+
+async def test_returned_slots_never_activate_under_the_lease_that_returned_them(platform: Platform) -> None:
+    cert_no = await _cert(platform, quantity=5)
+    activated = 0
+    for _ in range(3):  # the observed attack: lease 5, sign 5 grants, close at once, repeat
+        j = Journal()
+        lease, _, _ = await platform.issue_lease(cert_no, j.key.public, 5)
+        grants = [_receipt(lease.lease_id, s, f"SN{lease.lease_id}{s}", j.key) for s in range(5)]
+        close = j.close(lease.lease_id, lease.slot_hi)
+        await platform.ingest(j.batch(), topic_gw=j.gw)
+        assert await _ask_release(platform, j, lease.lease_id, close.seq) == (AnswerCode.OK, 5)
+        for slot, grant in enumerate(grants):
+            result = await platform.activate(f"SN{lease.lease_id}{slot}", NEW_PID, grant)
+            assert result.verdict == Verdict.NOT_HELD, result
+            assert "went back to the certificate" in result.message
+            activated += result.accepted
+    assert activated == 0
+
+
+async def test_a_slot_activated_before_its_journal_arrives_stays_spent_after_a_close(platform: Platform) -> None:
+    cert_no = await _cert(platform, quantity=2)
+    j = Journal()
+    lease, _, _ = await platform.issue_lease(cert_no, j.key.public, 2)
+    assert (await platform.activate("SN0001", NEW_PID, _receipt(lease.lease_id, 0, "SN0001", j.key))).accepted
+    j.close(lease.lease_id, lease.slot_hi)  # a dishonest gateway never journaled slot 0
     await platform.ingest(j.batch(), topic_gw=j.gw)
-    clock.t = lease.exp + GRACE_S - 1
-    assert await platform.expire_leases() == 0
-    clock.t = lease.exp + GRACE_S
-    assert await platform.expire_leases() == 1
-    j.confirm(lease.lease_id, 5, "SN0005")  # arrives late, for a slot that went back
-    late = await platform.ingest(j.batch(3), topic_gw=j.gw)
-    assert [a.kind for a in late.anomalies] == [AnomalyKind.RETURNED_SLOT]
-    assert await platform.confirmed_count(cert_no) == 1
-    again, _, _ = await platform.issue_lease(cert_no, SigningKey.generate().public, 20)
-    assert (again.slot_lo, again.slot_hi) == (1, 10)
+    other = Journal()
+    again, _, _ = await platform.issue_lease(cert_no, other.key.public, 2)
+    assert (again.slot_lo, again.slot_hi) == (1, 2)  # slot 0 was activated, so it was spent
 
 
-async def test_each_slot_and_each_sn_activates_once(platform: Platform) -> None:
+async def test_each_certificate_slot_and_each_sn_activates_once(platform: Platform) -> None:
     cert_no = await _cert(platform)
     j = Journal()
     lease, _, _ = await platform.issue_lease(cert_no, j.key.public, 5)
 
     def receipt(slot: int, sn: str, key: SigningKey = j.key) -> bytes:
-        return sign(Grant(lease_id=lease.lease_id, slot=slot, sn=sn, new_pid=NEW_PID, iat=T0), key)
+        return _receipt(lease.lease_id, slot, sn, key)
 
     first = await platform.activate("SN0001", NEW_PID, receipt(0, "SN0001"))
     assert first.verdict == Verdict.ACTIVATED
@@ -177,6 +254,18 @@ async def test_each_slot_and_each_sn_activates_once(platform: Platform) -> None:
     assert not clone.accepted
 
 
+async def test_a_confirmed_slot_activates_only_for_its_confirmed_sn(platform: Platform) -> None:
+    cert_no = await _cert(platform)
+    j = Journal()
+    lease, _, _ = await platform.issue_lease(cert_no, j.key.public, 5)
+    j.confirm(lease.lease_id, 0, "SN0001")
+    await platform.ingest(j.batch(), topic_gw=j.gw)
+    other = await platform.activate("SN0009", NEW_PID, _receipt(lease.lease_id, 0, "SN0009", j.key))
+    assert other.verdict == Verdict.NOT_HELD
+    assert "confirmed for SN SN0001" in other.message
+    assert (await platform.activate("SN0001", NEW_PID, _receipt(lease.lease_id, 0, "SN0001", j.key))).accepted
+
+
 async def test_revoked_gateway_receipts_activate_only_if_its_journal_confirmed_them(platform: Platform) -> None:
     cert_no = await _cert(platform)
     j = Journal()
@@ -184,9 +273,68 @@ async def test_revoked_gateway_receipts_activate_only_if_its_journal_confirmed_t
     j.confirm(lease.lease_id, 0, "SN0001")
     await platform.ingest(j.batch(), topic_gw=j.gw)
     await platform.revoke_gateway(j.gw)
+    assert (await platform.activate("SN0001", NEW_PID, _receipt(lease.lease_id, 0, "SN0001", j.key))).accepted
+    refused = await platform.activate("SN0009", NEW_PID, _receipt(lease.lease_id, 1, "SN0009", j.key))
+    assert refused.verdict == Verdict.NOT_HELD
+    assert "revoked" in refused.message
 
-    def receipt(slot: int, sn: str) -> bytes:
-        return sign(Grant(lease_id=lease.lease_id, slot=slot, sn=sn, new_pid=NEW_PID, iat=T0), j.key)
 
-    assert (await platform.activate("SN0001", NEW_PID, receipt(0, "SN0001"))).accepted
-    assert (await platform.activate("SN0009", NEW_PID, receipt(1, "SN0009"))).verdict == Verdict.INVALID_RECEIPT
+async def test_a_write_off_is_audited_and_keeps_only_confirmed_slots(platform: Platform) -> None:
+    cert_no = await _cert(platform, quantity=5)
+    j = Journal()
+    lease, _, _ = await platform.issue_lease(cert_no, j.key.public, 5)
+    j.confirm(lease.lease_id, 0, "SN0001")
+    j.add(lease.lease_id, 1, "SN0002", RecordKind.RESERVED)
+    j.add(lease.lease_id, 1, "SN0002", RecordKind.IN_DOUBT)
+    await platform.ingest(j.batch(), topic_gw=j.gw)
+    factory = Actor(Role.FACTORY_ADMIN, 1, name="factory")
+    with pytest.raises(PermissionDeniedError):
+        await platform.write_off_lease(factory, lease.lease_id, "gone")
+    with pytest.raises(InvalidRequestError, match="reason"):
+        await platform.write_off_lease(AUDITOR, lease.lease_id, " ")
+    assert await platform.write_off_lease(AUDITOR, lease.lease_id, "gateway burnt in a fire") == 4
+    with pytest.raises(ConflictError, match="written_off already"):
+        await platform.write_off_lease(AUDITOR, lease.lease_id, "again")
+    j.confirm(lease.lease_id, 2, "SN0003")  # the gateway comes back after all: counts for nothing
+    late = await platform.ingest(j.batch(5), topic_gw=j.gw)
+    assert {a.kind for a in late.anomalies} == {AnomalyKind.AFTER_LEASE_END}
+    assert (await platform.activate("SN0001", NEW_PID, _receipt(lease.lease_id, 0, "SN0001", j.key))).accepted
+    for slot, sn in ((1, "SN0002"), (2, "SN0003")):
+        result = await platform.activate(sn, NEW_PID, _receipt(lease.lease_id, slot, sn, j.key))
+        assert result.verdict == Verdict.NOT_HELD
+    history = await platform.gateway_history(j.gw)
+    assert [(h.kind, h.actor, h.reason) for h in history] == [("written_off", "audit-1", "gateway burnt in a fire")]
+    again, _, _ = await platform.issue_lease(cert_no, SigningKey.generate().public, 5)
+    assert (again.slot_lo, again.slot_hi) == (1, 5)
+
+
+async def test_a_fork_freezes_the_gateway_until_an_admin_reinstates_it(platform: Platform) -> None:
+    cert_no = await _cert(platform, quantity=10)
+    j = Journal()
+    lease, _, _ = await platform.issue_lease(cert_no, j.key.public, 10)
+    for slot in range(3):
+        j.confirm(lease.lease_id, slot, f"SN000{slot}")
+    await platform.ingest(j.batch(), topic_gw=j.gw)
+    restored = Journal(j.key)
+    restored.records = j.records[:2]  # a backup taken after the first rebadge
+    restored.confirm(lease.lease_id, 1, "SN0100")  # spends slot 1 again: seq 3 now differs
+    forked = await platform.ingest(restored.batch(), topic_gw=j.gw)
+    assert forked.outcome == "fork"
+    assert forked.ack is not None  # names the platform's head, which the restored gateway cannot match
+    assert [a.kind for a in forked.anomalies] == [AnomalyKind.FORK]
+    code, message = await _ask_lease(platform, j.gw, j.request(LeaseRequest, cert_no=cert_no, slots=1))
+    assert code == AnswerCode.FROZEN
+    assert "reinstates" in message
+    post_fork = await platform.activate("SN0100", NEW_PID, _receipt(lease.lease_id, 3, "SN0100", j.key))
+    assert post_fork.verdict == Verdict.NOT_HELD
+    assert "frozen" in post_fork.message
+    assert (await platform.activate("SN0000", NEW_PID, _receipt(lease.lease_id, 0, "SN0000", j.key))).accepted
+    with pytest.raises(PermissionDeniedError):
+        await platform.reinstate_gateway(AUDITOR, j.gw, "checked")
+    assert await platform.reinstate_gateway(ADMIN, j.gw, "restored on purpose after a disk failure") == 2
+    assert [h.kind for h in await platform.gateway_history(j.gw)] == ["frozen", "reinstated"]
+    # The gateway's own branch now continues; what it spent twice counts once, and its old lease is gone.
+    continued = await platform.ingest(restored.batch(3), topic_gw=j.gw)
+    assert continued.outcome == "applied"
+    assert await platform.confirmed_count(cert_no) == 3
+    assert (await _ask_lease(platform, j.gw, j.request(LeaseRequest, cert_no=cert_no, slots=10)))[0] == AnswerCode.OK

@@ -59,7 +59,7 @@ async def test_first_schema_with_data_migrates_to_newest(db_url: str | None, tmp
             lease = (await conn.execute(select(leases))).one()
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
         assert (cert.cert_no, cert.quantity, cert.org_id) == ("RC000001", 7, None)
-        assert (lease.lease_id, lease.slot_hi, lease.release_seq) == ("L1", 7, None)
+        assert (lease.lease_id, lease.slot_hi, lease.closed_seq) == ("L1", 7, None)
         assert version != FIRST
         assert await platform.confirmed_count("RC000001") == 1  # counters built from the stored confirmations
     finally:

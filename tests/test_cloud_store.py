@@ -135,7 +135,7 @@ async def test_gap_waits_then_fills_and_overlap_stores_only_the_tail(platform: P
     assert await platform.confirmed_count(cert_no) == 3
 
 
-async def test_fork_is_flagged_once_and_changes_nothing(platform: Platform) -> None:
+async def test_fork_is_flagged_once_freezes_and_changes_no_count(platform: Platform) -> None:
     cert_no = await _cert(platform)
     j = Journal()
     lease, _, _ = await platform.issue_lease(cert_no, j.key.public, 5)
@@ -148,8 +148,11 @@ async def test_fork_is_flagged_once_and_changes_nothing(platform: Platform) -> N
     for _ in range(2):
         result = await platform.ingest(restored.batch(), topic_gw=j.gw)
         assert result.outcome == Outcome.FORK
-        assert result.ack is None
+        assert result.ack is not None
+        ack = verify(result.ack, Ack, KeyRing([platform.issuer.public]))
+        assert (ack.seq, ack.head) == (2, j.head)  # the platform's head: the restored gateway cannot match it
     assert await _anomaly_kinds(platform, j.gw) == [AnomalyKind.FORK]
+    assert [(h.kind, h.seq) for h in await platform.gateway_history(j.gw)] == [("frozen", 2)]
     assert await _stored(platform, j.gw) == [(1, "reserved"), (2, "confirmed")]
     assert await platform.confirmed_count(cert_no) == 1
 

@@ -21,8 +21,8 @@ from rebadge.broker import PrivateBroker
 from tests.test_cloud_helpers import NEW_PID, OLD_PID, Journal
 from wire import topics
 from wire.keys import KeyRing, SigningKey
-from wire.lease_request import LEASE_OP, AnswerCode, LeaseRequest, lease_answer_from_cbor
-from wire.tokens import Ack, Lease, decode_bundle, verify
+from wire.lease_request import LEASE_OP, AnswerCode, LeaseRequest, lease_answer_from_cbor, new_nonce
+from wire.tokens import Ack, Lease, decode_bundle, sign, verify
 
 WAIT_S = 5.0
 QUIET_S = 0.3  # how long "nothing happens" is watched for
@@ -220,8 +220,8 @@ async def test_lease_request_over_mqtt_is_answered_with_a_lease_file(platform: P
         aiomqtt.Client(broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V5) as client,
     ):
         await client.subscribe(topics.response(gw, LEASE_OP), qos=1)
-        request = LeaseRequest(id="req-1", cert_no=cert.cert_no, slots=4)
-        await client.publish(topics.request(gw, LEASE_OP), request.to_cbor(), qos=1, properties=props)
+        request = LeaseRequest(id="req-1", gw=gw, nonce=new_nonce(), at=platform.now(), cert_no=cert.cert_no, slots=4)
+        await client.publish(topics.request(gw, LEASE_OP), sign(request, gateway), qos=1, properties=props)
         async with asyncio.timeout(WAIT_S):
             message = await anext(aiter(client.messages))
     assert isinstance(message.payload, bytes)

@@ -110,6 +110,32 @@ gateways = Table(
     Column("registered_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger),
     Column("org_id", Integer, ForeignKey("organisations.id"), index=True),  # None: registered by the platform
+    # A fork froze the gateway: no leases, no spends at or after `frozen_seq` count, until an admin reinstates it.
+    Column("frozen_at", BigInteger),
+    Column("frozen_seq", BigInteger),
+)
+
+# What happened to a gateway, for audit: frozen (with the fork's seq), reinstated, lease written off.
+gateway_events = Table(
+    "gateway_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("gw", String(16), ForeignKey("gateways.gw"), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),
+    Column("seq", BigInteger),
+    Column("lease_id", String(10)),
+    Column("actor", String(128), nullable=False, default=""),
+    Column("reason", Text, nullable=False, default=""),
+    Column("at", BigInteger, nullable=False),
+)
+
+# Nonces of signed gateway requests seen within the replay window; older ones are pruned.
+request_nonces = Table(
+    "request_nonces",
+    metadata,
+    Column("gw", String(16), ForeignKey("gateways.gw"), primary_key=True),
+    Column("nonce", LargeBinary(16), primary_key=True),
+    Column("at", BigInteger, nullable=False, index=True),
 )
 
 gateway_heads = Table(
@@ -131,14 +157,19 @@ leases = Table(
     Column("slot_hi", Integer, nullable=False),
     Column("exp", BigInteger, nullable=False),
     Column("token", LargeBinary, nullable=False),
-    Column("state", String(16), nullable=False),  # active, released, expired, revoked
+    Column("state", String(16), nullable=False),  # active, closed, written_off, revoked
     Column("issued_at", BigInteger, nullable=False),
     Column("ended_at", BigInteger),
-    Column("release_seq", BigInteger),  # the gateway's journal seq its signed release was made at
+    # No record on the lease after this seq of its gateway's chain counts: its `closed` record, or the stored
+    # head when it was written off.
+    Column("closed_seq", BigInteger),
+    Column("returned", Integer),  # slots that went back to the certificate when it ended
+    Column("ended_by", String(128)),  # the account that wrote it off
+    Column("end_reason", Text),
 )
 
 # Which slots of a certificate are taken: an active lease holds its whole range; an ended lease keeps only the
-# slots its records used. Free slots are the complement within [0, quantity).
+# slots that may have been spent. Free slots are the complement within [0, quantity).
 slot_holds = Table(
     "slot_holds",
     metadata,
@@ -168,6 +199,24 @@ records = Table(
     Index("ix_records_lease_slot", "lease_id", "slot"),
 )
 
+# Records of a gateway's chain past a fork point, moved aside when an admin reinstated the gateway on the
+# gateway's own branch: kept as evidence, and still read when deciding which slots of a lease were used.
+forked_records = Table(
+    "forked_records",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("gw", String(16), ForeignKey("gateways.gw"), nullable=False, index=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("digest", LargeBinary(32), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("lease_id", String(16), nullable=False, index=True),
+    Column("slot", Integer, nullable=False),
+    Column("sn", String(28), nullable=False),
+    Column("counted", Boolean, nullable=False),
+    Column("forked_at", BigInteger, nullable=False),
+)
+
 # One row per (lease, slot) confirmed by a verified record: what the counts are made of.
 confirmations = Table(
     "confirmations",
@@ -180,6 +229,8 @@ confirmations = Table(
     Column("seq", BigInteger, nullable=False),
     Column("at", BigInteger, nullable=False),
     Index("ix_confirmations_cert_sn", "cert_no", "sn"),
+    # The invariant's backstop: a slot of a certificate is confirmed once, whichever lease held it.
+    UniqueConstraint("cert_no", "slot", name="uq_confirmations_cert_slot"),
 )
 
 # Confirmations counted per certificate and gateway, kept in step with `confirmations` in the same transaction:
@@ -193,7 +244,7 @@ cert_counts = Table(
     Column("confirmed", BigInteger, nullable=False),
 )
 
-# One row per (lease, slot) activated in the field; an SN activates once per certificate.
+# One row per slot activated in the field: each (certificate, slot) and each (certificate, SN) activates once.
 activations = Table(
     "activations",
     metadata,
@@ -204,6 +255,7 @@ activations = Table(
     Column("pid", String(16), nullable=False),
     Column("at", BigInteger, nullable=False),
     UniqueConstraint("cert_no", "sn", name="uq_activations_cert_sn"),
+    UniqueConstraint("cert_no", "slot", name="uq_activations_cert_slot"),
 )
 
 anomalies = Table(
@@ -229,6 +281,8 @@ __all__ = [
     "cert_counts",
     "certificates",
     "confirmations",
+    "forked_records",
+    "gateway_events",
     "gateway_heads",
     "gateways",
     "issuer_keys",
@@ -237,5 +291,6 @@ __all__ = [
     "organisations",
     "products",
     "records",
+    "request_nonces",
     "slot_holds",
 ]
