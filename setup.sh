@@ -1,7 +1,7 @@
 #!/bin/sh
 # Set everything up on a fresh Debian or Raspberry Pi OS machine, then run the demo or the tests.
 #   ./setup.sh demo [demo options]   virtualenv, the package, mosquitto if missing; then `rebadge demo`
-#   ./setup.sh test [pytest options] the same plus the development tools; then ruff, mypy and pytest
+#   ./setup.sh test [pytest options] the same plus the development tools; then ruff, mypy, lint-imports and pytest
 set -eu
 cd "$(dirname "$0")"
 what="${1:-demo}"
@@ -32,6 +32,7 @@ case "$what" in
     .venv/bin/ruff check .
     .venv/bin/ruff format --check .
     .venv/bin/mypy .
+    .venv/bin/lint-imports
     exec .venv/bin/pytest "$@"
     ;;
   *)
