@@ -1,0 +1,66 @@
+"""The ledger's audited actions: writing off a lease, reinstating a frozen gateway, and a gateway's history."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path
+from pydantic import Field
+
+from cloud_bridge import gateways
+from cloud_bridge.accounts import Role
+from cloud_bridge.api.deps import ActorDep, PlatformDep
+from cloud_bridge.api.models import Body, Out, Problem
+from wire.ids import GatewayId, LeaseId
+
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (401, 403, 404, 409, 422)}
+
+ledger = APIRouter(tags=["gateways, leases and anomalies"], responses=ERRORS)
+
+
+class ReasonIn(Body):
+    reason: str = Field(min_length=1, max_length=1000, description="Why, kept in the gateway's history for audit.")
+
+
+class WriteOffOut(Out):
+    lease_id: str
+    returned: int
+
+
+class ReinstateOut(Out):
+    gw: str
+    continues_after_seq: int
+
+
+class GatewayEventOut(Out):
+    kind: str
+    seq: int | None
+    lease_id: str | None
+    actor: str
+    reason: str
+    at: int
+
+
+@ledger.post("/leases/{lease_id}/write-off")
+async def write_off(
+    lease_id: Annotated[LeaseId, Path()], body: ReasonIn, actor: ActorDep, platform: PlatformDep
+) -> WriteOffOut:
+    """Give up on a lease whose gateway never comes back (auditors, admins): only its confirmed slots stay spent."""
+    returned = await platform.write_off_lease(actor, lease_id, body.reason)
+    return WriteOffOut(lease_id=lease_id, returned=returned)
+
+
+@ledger.post("/gateways/{gw}/reinstate")
+async def reinstate(
+    gw: Annotated[GatewayId, Path()], body: ReasonIn, actor: ActorDep, platform: PlatformDep
+) -> ReinstateOut:
+    """Lift the freeze a fork put on a gateway (admins): its open leases are written off, its own branch continues."""
+    return ReinstateOut(gw=gw, continues_after_seq=await platform.reinstate_gateway(actor, gw, body.reason))
+
+
+@ledger.get("/gateways/{gw}/history")
+async def history(gw: Annotated[GatewayId, Path()], actor: ActorDep, platform: PlatformDep) -> list[GatewayEventOut]:
+    """A gateway's audit history: frozen (with the fork's seq), reinstated, leases written off."""
+    actor.require(Role.ADMIN, Role.AUDITOR, Role.FACTORY_ADMIN)
+    await platform.run(gateways.get_visible, actor, gw)
+    return [GatewayEventOut.model_validate(dict(r._mapping)) for r in await platform.gateway_history(gw)]
