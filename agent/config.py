@@ -16,8 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agent.errors import ConfigError
 from wire.device import Radio
-from wire.ids import Sn
-from wire.tokens import ID_PATTERN
+from wire.ids import CertNo, Sn
 
 ENV_PREFIX = "REBADGE_"
 
@@ -95,8 +94,8 @@ class LeaseConfig(_Section):
     """Leases asked for over MQTT (`req/lease`): the agent keeps one certificate supplied with slots."""
 
     auto_request: bool = Field(default=True, description="Ask the platform for slots when they run low.")
-    cert_no: str | None = Field(
-        default=None, min_length=1, max_length=12, pattern=ID_PATTERN,
+    cert_no: CertNo | None = Field(
+        default=None,
         description="Certificate to keep supplied; default: line.certificate (none: no automatic requests).",
     )  # fmt: skip
     low_water: int = Field(default=20, ge=0, description="Ask for more when this few unused slots remain.")

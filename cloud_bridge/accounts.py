@@ -118,6 +118,14 @@ async def get_org(conn: AsyncConnection, org_id: int) -> Row[Any]:
     return row
 
 
+async def org_named(conn: AsyncConnection, name: str) -> Row[Any]:
+    """The organisation called `name`; NotFoundError names it."""
+    row = (await conn.execute(select(organisations).where(organisations.c.name == name))).first()
+    if row is None:
+        raise NotFoundError(f"organisation {name!r} does not exist", what="organisation", key=name)
+    return row
+
+
 async def list_orgs(conn: AsyncConnection, actor: Actor) -> list[Row[Any]]:
     """Every organisation (staff), or the actor's own."""
     query = select(organisations).order_by(organisations.c.id)
@@ -176,7 +184,23 @@ async def authenticate(conn: AsyncConnection, api_key: str | None) -> Actor:
     row = (await conn.execute(select(accounts).where(accounts.c.key_hash == key_hash(api_key)))).first()
     if row is None or row.disabled:
         raise AuthenticationError("this API key matches no active account; ask an administrator for a new one")
+    return _actor_of(row)
+
+
+def _actor_of(row: Row[Any]) -> Actor:
     return Actor(Role(row.role), int(row.org_id), int(row.id), str(row.name))
+
+
+async def acting_as(conn: AsyncConnection, account: str) -> Actor:
+    """The actor behind an active account named by its id or its name, for commands run on the platform host."""
+    query = select(accounts).where(~accounts.c.disabled)
+    query = query.where(accounts.c.id == int(account) if account.isdigit() else accounts.c.name == account)
+    rows = (await conn.execute(query.limit(2))).all()
+    if not rows:
+        raise NotFoundError(f"no active account has the id or name {account!r}", what="account", key=account)
+    if len(rows) > 1:
+        raise InvalidRequestError(f"more than one account is named {account!r}; give its id instead", field="as")
+    return _actor_of(rows[0])
 
 
 async def bootstrap_admin(conn: AsyncConnection, now: int) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -11,7 +12,7 @@ from sqlalchemy import Row, Select, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloud_bridge import products
-from cloud_bridge.accounts import Actor, Role, get_org
+from cloud_bridge.accounts import Actor, OrgKind, Role, get_org, org_named
 from cloud_bridge.errors import ConflictError, InvalidRequestError, NotFoundError
 from cloud_bridge.store.queries import confirmed_per_cert
 from cloud_bridge.store.schema import activations, certificates, leases
@@ -63,7 +64,7 @@ def check_request(original_pid: str, new_pid: str, quantity: int, protocols: Seq
     return tuple(p for p in PROTOCOLS if p in protocols)
 
 
-async def apply(
+async def _store_application(
     conn: AsyncConnection,
     *,
     factory: str,
@@ -74,10 +75,12 @@ async def apply(
     valid_s: int,
     now: int,
     reason: str = "",
-    applicant: str = "",
-    org_id: int | None = None,
+    applicant: str,
+    org_id: int,
+    original_org_id: int,
+    new_org_id: int,
 ) -> str:
-    """Store an application (pending audit); return its certificate number."""
+    """Store an application (pending audit) with its readers; return its certificate number."""
     protos = check_request(original_pid, new_pid, quantity, protocols)
     if not 1 <= len(factory) <= 64:
         raise InvalidRequestError(f"factory {factory!r} must be 1 to 64 characters", field="factory")
@@ -94,6 +97,8 @@ async def apply(
             reason=reason,
             applicant=applicant,
             org_id=org_id,
+            original_org_id=original_org_id,
+            new_org_id=new_org_id,
             status=Status.PENDING,
             valid_s=valid_s,
             created_at=now,
@@ -118,7 +123,7 @@ async def get(conn: AsyncConnection, cert_no: str, *, lock: bool = False) -> Row
     return row
 
 
-async def approve(
+async def _approve(
     conn: AsyncConnection, cert_no: str, issuer: SigningKey, now: int, *, auditor: str = "", comment: str = ""
 ) -> tuple[Certificate, bytes]:
     """Approve a pending application: sign the certificate, valid from now for its requested time."""
@@ -158,7 +163,7 @@ async def approve(
     return cert, token
 
 
-async def decide(conn: AsyncConnection, cert_no: str, status: str, now: int, *, auditor: str, comment: str) -> None:
+async def _decide(conn: AsyncConnection, cert_no: str, status: str, now: int, *, auditor: str, comment: str) -> None:
     """Reject a pending application or revoke an approved certificate."""
     row = await get(conn, cert_no, lock=True)
     allowed = {Status.REJECTED: Status.PENDING, Status.REVOKED: Status.APPROVED}
@@ -186,48 +191,79 @@ def certificate_of(row: Row[Any]) -> Certificate:
     )
 
 
-async def apply_as(
-    conn: AsyncConnection,
-    actor: Actor,
-    *,
-    original_pid: str,
-    new_pid: str,
-    quantity: int,
-    reason: str,
-    protocols: Sequence[str],
-    valid_s: int,
-    now: int,
+@dataclass(frozen=True)
+class Application:
+    """What an applicant asks for; the same fields whether a factory applies or platform staff issue directly."""
+
+    original_pid: str
+    new_pid: str
+    quantity: int
+    reason: str
+    protocols: Sequence[str] = ("wifi",)
+    valid_s: int = 30 * 86400
+
+
+def _manages(factory_id: int, product: Row[Any]) -> bool:
+    # The one place that decides which products a factory may name. Today: its own. Managing a brand's product
+    # through an OEM link (a later issue) widens this check and nothing else.
+    return bool(product.org_id == factory_id)
+
+
+async def _product_of(conn: AsyncConnection, factory_id: int, pid: str, whose: str, field: str) -> Row[Any]:
+    row = (await conn.execute(select(product_table).where(product_table.c.pid == pid))).first()
+    if row is None or not _manages(factory_id, row):  # the same answer whether another organisation has it or not
+        raise NotFoundError(f"{field} {pid!r} is not a product of {whose}", what="product", key=pid)
+    return row
+
+
+async def _file(
+    conn: AsyncConnection, factory: Row[Any], whose: str, app: Application, *, applicant: str, now: int
 ) -> str:
-    """A factory admin applies for a certificate for a product of theirs in trial or mass production."""
-    actor.require(Role.FACTORY_ADMIN)
-    product = await products.get(conn, actor, original_pid)
-    if product.org_id != actor.org_id:
-        raise NotFoundError(f"product {original_pid!r} is not one of yours", what="product", key=original_pid)
-    if product.stage not in products.PRODUCING:
+    """Check an application for `factory` against every rule and store it; return its certificate number."""
+    if factory.kind != OrgKind.FACTORY:
+        raise ConflictError(f"organisation {factory.name} is a {factory.kind}; only a factory can hold a certificate")
+    check_request(app.original_pid, app.new_pid, app.quantity, app.protocols)
+    if not 1 <= len(app.reason) <= 1000:
+        raise InvalidRequestError("reason must be 1 to 1000 characters: say why the PIDs are replaced", field="reason")
+    original = await _product_of(conn, factory.id, app.original_pid, whose, "original_pid")
+    if original.stage not in products.PRODUCING:
         raise ConflictError(
-            f"product {original_pid} is in {product.stage}; a certificate needs trial or mass production "
+            f"product {app.original_pid} is in {original.stage}; a certificate needs trial or mass production "
             "(complete development first)"
         )
-    if not 1 <= len(reason) <= 1000:
-        raise InvalidRequestError("reason must be 1 to 1000 characters: say why the PIDs are replaced", field="reason")
-    factory = await _org_name(conn, actor)
-    return await apply(
+    new = await _product_of(conn, factory.id, app.new_pid, whose, "new_pid")
+    return await _store_application(
         conn,
-        factory=factory,
-        original_pid=original_pid,
-        new_pid=new_pid,
-        quantity=quantity,
-        protocols=protocols,
-        valid_s=valid_s,
+        factory=str(factory.name)[:64],
+        original_pid=app.original_pid,
+        new_pid=app.new_pid,
+        quantity=app.quantity,
+        protocols=app.protocols,
+        valid_s=app.valid_s,
         now=now,
-        reason=reason,
-        applicant=actor.name,
-        org_id=actor.org_id,
+        reason=app.reason,
+        applicant=applicant,
+        org_id=int(factory.id),
+        original_org_id=int(original.org_id),
+        new_org_id=int(new.org_id),
     )
 
 
-async def _org_name(conn: AsyncConnection, actor: Actor) -> str:
-    return str((await get_org(conn, actor.org_id or 0)).name)[:64]
+async def apply_as(conn: AsyncConnection, actor: Actor, app: Application, *, now: int) -> str:
+    """A factory admin applies for a certificate: both PIDs its own products, the original in production."""
+    actor.require(Role.FACTORY_ADMIN)
+    factory = await get_org(conn, actor.org_id or 0)
+    return await _file(conn, factory, "your organisation", app, applicant=actor.name, now=now)
+
+
+async def issue_as(
+    conn: AsyncConnection, actor: Actor, factory_name: str, app: Application, *, issuer: SigningKey, now: int
+) -> tuple[Certificate, bytes]:
+    """Platform staff apply for a factory and approve at once (no separate audit), under the same rules."""
+    actor.require(Role.ADMIN, Role.AUDITOR)
+    factory = await org_named(conn, factory_name)
+    cert_no = await _file(conn, factory, f"organisation {factory.name}", app, applicant=actor.name, now=now)
+    return await _approve(conn, cert_no, issuer, now, auditor=actor.name, comment="issued directly, without audit")
 
 
 async def audit(
@@ -236,17 +272,17 @@ async def audit(
     """An auditor approves (which signs the certificate) or rejects a pending application."""
     actor.require(Role.AUDITOR)
     if approve_it:
-        await approve(conn, cert_no, issuer, now, auditor=actor.name, comment=comment)
+        await _approve(conn, cert_no, issuer, now, auditor=actor.name, comment=comment)
     else:
         if not comment:
             raise InvalidRequestError("a rejection needs a comment that tells the applicant why", field="comment")
-        await decide(conn, cert_no, Status.REJECTED, now, auditor=actor.name, comment=comment)
+        await _decide(conn, cert_no, Status.REJECTED, now, auditor=actor.name, comment=comment)
 
 
 async def revoke(conn: AsyncConnection, actor: Actor, cert_no: str, *, comment: str, now: int) -> None:
     """Revoke an approved certificate: no more leases; its active leases end (their slots stay spent)."""
     actor.require(Role.AUDITOR, Role.ADMIN)
-    await decide(conn, cert_no, Status.REVOKED, now, auditor=actor.name, comment=comment)
+    await _decide(conn, cert_no, Status.REVOKED, now, auditor=actor.name, comment=comment)
     await conn.execute(
         update(leases)
         .where(leases.c.cert_no == cert_no, leases.c.state == "active")
@@ -270,12 +306,14 @@ def _credential_query() -> Select[Any]:
 
 
 def _scoped(query: Select[Any], actor: Actor) -> Select[Any]:
+    # Readers were fixed at application: the applicant and the owners of both products then. Whoever registers
+    # one of those PIDs later reads nothing.
     if actor.platform_staff:
         return query
-    if actor.role == Role.CUSTOMER:  # a brand owner sees the certificates that give goods its PIDs
-        own = select(product_table.c.pid).where(product_table.c.org_id == actor.org_id)
-        return query.where(or_(certificates.c.new_pid.in_(own), certificates.c.org_id == actor.org_id))
-    return query.where(certificates.c.org_id == actor.org_id)
+    me = actor.org_id
+    return query.where(
+        or_(certificates.c.org_id == me, certificates.c.original_org_id == me, certificates.c.new_org_id == me)
+    )
 
 
 async def credentials(conn: AsyncConnection, actor: Actor, cert_no: str | None = None) -> list[Row[Any]]:

@@ -13,7 +13,12 @@ import click
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from cloud_bridge import accounts
+from cloud_bridge.accounts import Actor
+from cloud_bridge.certificates import Application
+from cloud_bridge.certificates import issue_as as issue_certificate_as
 from cloud_bridge.errors import CloudError
+from cloud_bridge.leases import issue_as as issue_lease_as
 from cloud_bridge.platform import DEFAULT_CERT_VALID_S, DEFAULT_LEASE_VALID_S, Platform
 from cloud_bridge.service import ServeConfig, signal_event, until_signalled
 from cloud_bridge.service import serve as serve_platform
@@ -91,6 +96,20 @@ async def init(data_dir: Path, db_url: str | None) -> None:
     await _with_platform(data_dir, db_url, body)
 
 
+as_option = click.option(
+    "--as",
+    "account",
+    required=True,
+    envvar="REBADGE_ACCOUNT",
+    help="The account (id or name, as GET /v1/accounts lists them) the command acts as; its role decides what it "
+    "may do, exactly as over the API. Env: REBADGE_ACCOUNT.",
+)
+
+
+async def _acting(p: Platform, account: str) -> Actor:
+    return await p.run(accounts.acting_as, account)
+
+
 @group.group()
 def cert() -> None:
     """Replacement certificates."""
@@ -99,17 +118,19 @@ def cert() -> None:
 @cert.command("issue")
 @data_dir_option
 @db_url_option
-@click.option("--factory", required=True, help="The factory (organisation) that may rebadge.")
-@click.option("--original-pid", required=True, help="PID the goods have now (8 or 16 of 0-9a-z).")
-@click.option("--new-pid", required=True, help="PID the goods get.")
+@as_option
+@click.option("--factory", required=True, help="Name of the factory organisation that may rebadge.")
+@click.option("--original-pid", required=True, help="The factory's product the goods are now (in trial or mass).")
+@click.option("--new-pid", required=True, help="The factory's product the goods become.")
 @click.option("--quantity", type=click.IntRange(min=1), required=True, help="How many units may be rebadged.")
 @click.option("--protocols", default="wifi", show_default=True, help="Comma-separated radios: wifi, ble, zigbee.")
 @click.option("--valid-days", type=click.IntRange(min=1), default=DEFAULT_CERT_VALID_S // 86400, show_default=True)
-@click.option("--reason", default="", help="Why the replacement is needed (kept with the certificate).")
+@click.option("--reason", required=True, help="Why the replacement is needed (kept with the certificate).")
 @_run
 async def cert_issue(
     data_dir: Path,
     db_url: str | None,
+    account: str,
     factory: str,
     original_pid: str,
     new_pid: str,
@@ -118,18 +139,19 @@ async def cert_issue(
     valid_days: int,
     reason: str,
 ) -> None:
-    """Sign an approved certificate directly (no audit step) and print its number."""
+    """As platform staff (admin or auditor), apply for a factory and approve at once; print the number.
+
+    Every rule of an application over the API holds: the factory exists, both PIDs are its products, the original
+    one in trial or mass production, a quantity and a reason.
+    """
 
     async def body(p: Platform) -> None:
-        cert, _ = await p.issue_certificate(
-            factory=factory,
-            original_pid=original_pid,
-            new_pid=new_pid,
-            quantity=quantity,
-            protocols=[x.strip() for x in protocols.split(",") if x.strip()],
-            valid_s=valid_days * 86400,
-            reason=reason,
-        )
+        application = Application(
+            original_pid, new_pid, quantity, reason, tuple(x.strip() for x in protocols.split(",") if x.strip()),
+            valid_days * 86400,
+        )  # fmt: skip
+        actor = await _acting(p, account)
+        cert, _ = await p.run(issue_certificate_as, actor, factory, application, issuer=p.issuer, now=p.now())
         click.echo(cert.cert_no)
 
     await _with_platform(data_dir, db_url, body)
@@ -155,6 +177,7 @@ def lease() -> None:
 @lease.command("issue")
 @data_dir_option
 @db_url_option
+@as_option
 @click.option("--cert", "cert_no", required=True, help="Certificate number, e.g. RC000001.")
 @click.option("--gateway-key", required=True, help="The gateway's Ed25519 public key in hex (64 digits).")
 @click.option("--slots", type=click.IntRange(min=1), required=True, help="How many slots to lease.")
@@ -167,13 +190,34 @@ def lease() -> None:
 )
 @_run
 async def lease_issue(
-    data_dir: Path, db_url: str | None, cert_no: str, gateway_key: str, slots: int, valid_hours: int, out: Path
+    data_dir: Path,
+    db_url: str | None,
+    account: str,
+    cert_no: str,
+    gateway_key: str,
+    slots: int,
+    valid_hours: int,
+    out: Path,
 ) -> None:
-    """Lease slots to a gateway and write the lease file (lease + certificate) for an air-gapped line."""
+    """Lease slots to a gateway and write the lease file (lease + certificate) for an air-gapped line.
+
+    As over the API: a factory admin or technician of the certificate's factory (or an admin); the gateway is
+    registered to the account's organisation on first use.
+    """
     key = _gateway_key(gateway_key)
 
     async def body(p: Platform) -> None:
-        granted, _, bundle = await p.issue_lease(cert_no, key, slots, valid_s=valid_hours * 3600)
+        granted, _, bundle = await p.run(
+            issue_lease_as,
+            await _acting(p, account),
+            cert_no,
+            key,
+            slots,
+            valid_s=valid_hours * 3600,
+            policy=p.policy,
+            issuer=p.issuer,
+            now=p.now(),
+        )
         await asyncio.to_thread(out.write_bytes, bundle)
         click.echo(
             f"lease {granted.lease_id}: slots [{granted.slot_lo}, {granted.slot_hi}) of {cert_no} "

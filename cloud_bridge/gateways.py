@@ -105,8 +105,8 @@ async def register_as(conn: AsyncConnection, actor: Actor, key: PublicKey, name:
     gw = gw_id(key)
     row = await find(conn, gw)
     if row is not None:
-        if row.org_id is not None and row.org_id != actor.org_id and actor.role != Role.ADMIN:
-            raise ConflictError(f"gateway {gw} is registered to another organisation")
+        if row.org_id != actor.org_id and actor.role != Role.ADMIN:  # the same answer whoever holds the key
+            raise ConflictError(f"gateway key {gw} cannot be registered to your organisation; make a new gateway key")
         return gw
     await register(conn, key, name, now)
     if actor.org_id is not None:

@@ -13,7 +13,18 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cloud_bridge import accounts, activation, certificates, gateways, issuer, leases, ledger, quarantine, requests
+from cloud_bridge import (
+    accounts,
+    activation,
+    certificates,
+    gateways,
+    issuer,
+    leases,
+    ledger,
+    quarantine,
+    requests,
+    seed,
+)
 from cloud_bridge.accounts import Actor
 from cloud_bridge.anomalies import AnomalyEvent, AnomalyKind
 from cloud_bridge.anomalies import store as store_anomaly
@@ -124,22 +135,19 @@ class Platform:
         quantity: int,
         protocols: Sequence[str] = ("wifi",),
         valid_s: int = DEFAULT_CERT_VALID_S,
-        reason: str = "",
+        reason: str = "issued by the platform",
+        actor: Actor = accounts.SYSTEM,
     ) -> tuple[Certificate, bytes]:
-        """Apply for and approve a certificate in one step; return it and its signed token."""
+        """Issue an approved certificate to the factory `factory` under the API's rules, as platform staff `actor`.
+
+        For the demo, benchmarks and tests, the factory and both products are first made if absent (through the
+        API's own functions); the CLI and the API never make them implicitly.
+        """
+        application = certificates.Application(original_pid, new_pid, quantity, reason, tuple(protocols), valid_s)
+        certificates.check_request(original_pid, new_pid, quantity, protocols)  # before anything is made of them
         async with self.engine.begin() as conn:
-            cert_no = await certificates.apply(
-                conn,
-                factory=factory,
-                original_pid=original_pid,
-                new_pid=new_pid,
-                quantity=quantity,
-                protocols=protocols,
-                valid_s=valid_s,
-                now=self.now(),
-                reason=reason,
-            )
-            return await certificates.approve(conn, cert_no, self.issuer, self.now())
+            await seed.factory_with_products(conn, factory, (original_pid, new_pid), self.now())
+            return await certificates.issue_as(conn, actor, factory, application, issuer=self.issuer, now=self.now())
 
     async def register_gateway(self, key: PublicKey, name: str = "") -> str:
         """Register a gateway key (idempotent); return its gateway id."""

@@ -49,7 +49,9 @@ async def create(
     if not 1 <= len(name) <= 128:
         raise InvalidRequestError(f"product name {name!r} must be 1 to 128 characters", field="name")
     if (await conn.execute(select(products.c.pid).where(products.c.pid == pid))).first() is not None:
-        raise ConflictError(f"product {pid} exists already")
+        # PIDs are one namespace for every organisation: a taken one cannot be hidden from someone trying to take
+        # it, but the answer is the same whoever holds it and names no one.
+        raise ConflictError(f"PID {pid} cannot be used for a new product; choose another PID")
     await conn.execute(
         products.insert().values(
             pid=pid, org_id=owner, name=name, stage=Stage.DEVELOPMENT.value, created_at=now, updated_at=now

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from wire.cbor import MAX_CBOR_BYTES
 from wire.device import MAX_MESSAGE_BYTES, RebadgeRequest
+from wire.ids import LEASE_ID_MAX_CHARS
 from wire.keys import SigningKey
 from wire.records import MAX_BATCH_RECORDS, Batch, Record, RecordKind
 from wire.tokens import UINT32_END, Checkpoint, Grant, Lease, sign
@@ -94,7 +95,7 @@ def test_a_full_batch_of_the_largest_records_fits_the_decoder_limit() -> None:
         seq=2**63,
         prev=b"\xff" * 32,
         kind=RecordKind.IN_DOUBT,
-        lease_id="L" * 16,
+        lease_id="L" * LEASE_ID_MAX_CHARS,
         slot=2**63,
         sn="S" * 28,
         old_pid="o" * 16,

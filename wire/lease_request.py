@@ -20,8 +20,9 @@ from typing import Annotated, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from wire.cbor import dumps
+from wire.ids import CertNo, LeaseId
 from wire.strict import decode_model
-from wire.tokens import ID_PATTERN, MAX_TOKEN_BYTES, UINT32_END, Kind, Payload
+from wire.tokens import MAX_TOKEN_BYTES, UINT32_END, Kind, Payload
 
 LEASE_OP = "lease"
 RELEASE_OP = "release"
@@ -48,7 +49,7 @@ class LeaseRequest(SignedRequest):
     """Ask for up to `slots` slots of a certificate (the platform may grant fewer, up to its policy maximum)."""
 
     KIND: ClassVar[Kind] = Kind.LEASE_REQUEST
-    cert_no: str = Field(alias="c", min_length=1, max_length=12, pattern=ID_PATTERN)
+    cert_no: CertNo = Field(alias="c")
     slots: int = Field(alias="s", ge=1, le=10_000_000)
     valid_s: int | None = Field(default=None, alias="v", ge=60, le=366 * 86400)
 
@@ -57,7 +58,7 @@ class Release(SignedRequest):
     """Ask what came back of a lease the gateway closed: `seq` is the seq of its `closed` record for the lease."""
 
     KIND: ClassVar[Kind] = Kind.RELEASE
-    lease_id: str = Field(alias="l", min_length=1, max_length=10, pattern=ID_PATTERN)
+    lease_id: LeaseId = Field(alias="l")
     seq: int = Field(alias="seq", ge=1)
 
 

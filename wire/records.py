@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from wire.cbor import dumps
-from wire.ids import Pid, Sn
+from wire.ids import LeaseId, Pid, Sn
 from wire.strict import decode_model
 
 GENESIS = bytes(32)
@@ -39,7 +39,7 @@ class Record(BaseModel):
     seq: int = Field(ge=1)
     prev: bytes = Field(min_length=32, max_length=32)
     kind: Annotated[RecordKind, Strict(False)]
-    lease_id: str = Field(min_length=1, max_length=16)
+    lease_id: LeaseId
     slot: int = Field(ge=0)
     sn: Sn
     old_pid: Pid

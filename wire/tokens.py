@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from wire.cbor import DECODE_ERRORS, dumps
 from wire.errors import BadSignatureError, MalformedError, TokenError, UnknownKeyError, WrongKindError
-from wire.ids import Pid, Sn
+from wire.ids import CertNo, LeaseId, Pid, Sn
 from wire.keys import KID_BYTES, KeyRing, PublicKey, SigningKey
 from wire.strict import decode_model
 
@@ -30,8 +30,6 @@ CBOR_MAP = 5  # major type
 MAX_TOKEN_BYTES = 2048
 # Slots and times in a lease or grant are u32 (seconds last to 2106), which keeps both inside their size budget.
 UINT32_END = 2**32
-# Certificate numbers and lease ids are ASCII and topic-safe: they go into MQTT topics and firmware buffers.
-ID_PATTERN = r"^[0-9A-Za-z._-]+$"
 
 
 class Kind(StrEnum):
@@ -61,7 +59,7 @@ class Certificate(Payload):
     """A replacement certificate: the platform's approval to rebadge `quantity` units."""
 
     KIND: ClassVar[Kind] = Kind.CERTIFICATE
-    cert_no: str = Field(alias="no", min_length=1, max_length=12, pattern=ID_PATTERN)
+    cert_no: CertNo = Field(alias="no")
     factory: str = Field(alias="fac", min_length=1, max_length=64)
     original_pid: Pid = Field(alias="op")
     new_pid: Pid = Field(alias="np")
@@ -75,8 +73,8 @@ class Lease(Payload):
     """Slots [slot_lo, slot_hi) of a certificate, bound to one gateway's key."""
 
     KIND: ClassVar[Kind] = Kind.LEASE
-    lease_id: str = Field(alias="id", min_length=1, max_length=10, pattern=ID_PATTERN)
-    cert_no: str = Field(alias="c", min_length=1, max_length=12, pattern=ID_PATTERN)
+    lease_id: LeaseId = Field(alias="id")
+    cert_no: CertNo = Field(alias="c")
     cert_hash: bytes = Field(alias="ch", min_length=32, max_length=32)
     original_pid: Pid = Field(alias="op")
     new_pid: Pid = Field(alias="np")
@@ -96,7 +94,7 @@ class Grant(Payload):
     """A gateway's permission for one device (sn) to take new_pid under one slot of a lease."""
 
     KIND: ClassVar[Kind] = Kind.GRANT
-    lease_id: str = Field(alias="l", min_length=1, max_length=10, pattern=ID_PATTERN)
+    lease_id: LeaseId = Field(alias="l")
     slot: int = Field(alias="s", ge=0, lt=UINT32_END)
     sn: Sn = Field(alias="sn")
     new_pid: Pid = Field(alias="np")

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -41,6 +42,15 @@ async def _cloud_error(_request: Request, exc: Exception) -> JSONResponse:
         body["field"] = exc.field
     headers = {"WWW-Authenticate": API_KEY_HEADER} if status == 401 else None
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    # The first problem only, in the same {"detail", "field"} shape as every other error.
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0]
+    where = [str(part) for part in first.get("loc", ()) if part not in ("body", "path", "query")]
+    detail = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+    return JSONResponse({"detail": detail, "field": ".".join(where) or None}, status_code=422)
 
 
 async def _integrity_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -106,6 +116,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.state.platform = platform
     app.add_exception_handler(CloudError, _cloud_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(BodyLimit)
     for router in routes.ROUTERS:
         app.include_router(router, prefix="/v1")

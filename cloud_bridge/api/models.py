@@ -9,8 +9,8 @@ from cloud_bridge.activation import Verdict
 from cloud_bridge.anomalies import AnomalyKind
 from cloud_bridge.certificates import PROTOCOLS
 from cloud_bridge.products import Stage
+from wire.ids import Pid, Sn
 
-PID_PATTERN = r"^([0-9a-z]{8}|[0-9a-z]{16})$"
 HEX_KEY_PATTERN = r"^[0-9a-fA-F]{64}$"
 B64_PATTERN = r"^[A-Za-z0-9+/=_-]*$"
 
@@ -73,7 +73,7 @@ class Me(Out):
 
 
 class ProductIn(Body):
-    pid: str = Field(pattern=PID_PATTERN)
+    pid: Pid
     name: str = Field(min_length=1, max_length=128)
     org_id: int | None = Field(default=None, ge=1, le=2**31 - 1, description="Admins only: the owner.")
 
@@ -90,8 +90,8 @@ class ProductOut(Out):
 
 
 class ApplicationIn(Body):
-    original_pid: str = Field(pattern=PID_PATTERN)
-    new_pid: str = Field(pattern=PID_PATTERN)
+    original_pid: Pid
+    new_pid: Pid
     quantity: int = Field(ge=1, le=10_000_000)
     reason: str = Field(min_length=1, max_length=1000)
     protocols: list[str] = Field(default=["wifi"], min_length=1, max_length=len(PROTOCOLS))
@@ -183,8 +183,8 @@ class AnomalyOut(Out):
 
 
 class ActivationIn(Body):
-    sn: str = Field(min_length=4, max_length=28)
-    pid: str = Field(pattern=PID_PATTERN)
+    sn: Sn
+    pid: Pid
     receipt: str = Field(min_length=1, max_length=4096, pattern=B64_PATTERN, description="The grant, base64.")
 
 

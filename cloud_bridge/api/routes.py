@@ -39,12 +39,14 @@ from cloud_bridge.api.models import (
     StageIn,
 )
 from cloud_bridge.errors import InvalidRequestError
+from wire.ids import CertNo, GatewayId, LeaseId, Pid
 from wire.keys import PublicKey
 
-CertNo = Annotated[str, Path(pattern=r"^[0-9A-Za-z]{1,12}$")]
-LeaseId = Annotated[str, Path(pattern=r"^[0-9A-Za-z]{1,10}$")]
-GwId = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")]
-Pid = Annotated[str, Path(pattern=r"^([0-9a-z]{8}|[0-9a-z]{16})$")]
+# Path parameters: the IDs of wire.ids, checked by the same functions as every wire model.
+CertNoPath = Annotated[CertNo, Path()]
+LeaseIdPath = Annotated[LeaseId, Path()]
+GwIdPath = Annotated[GatewayId, Path()]
+PidPath = Annotated[Pid, Path()]
 
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (401, 403, 404, 409, 413, 422)}
 
@@ -133,7 +135,7 @@ async def list_products(actor: ActorDep, platform: PlatformDep) -> list[ProductO
 
 
 @goods.post("/products/{pid}/stage")
-async def set_stage(pid: Pid, body: StageIn, actor: ActorDep, platform: PlatformDep) -> ProductOut:
+async def set_stage(pid: PidPath, body: StageIn, actor: ActorDep, platform: PlatformDep) -> ProductOut:
     """Move a product along development -> trial -> mass production."""
     row = await platform.run(products.set_stage, actor, pid, body.stage, platform.now())
     return ProductOut.model_validate(_row(row))
@@ -148,17 +150,10 @@ def _certificate(row: Any) -> CertificateOut:
 @goods.post("/certificates", status_code=201)
 async def apply(body: ApplicationIn, actor: ActorDep, platform: PlatformDep) -> CertificateOut:
     """Apply for a replacement certificate for one of your products in trial or mass production."""
-    cert_no = await platform.run(
-        certificates.apply_as,
-        actor,
-        original_pid=body.original_pid,
-        new_pid=body.new_pid,
-        quantity=body.quantity,
-        reason=body.reason,
-        protocols=body.protocols,
-        valid_s=body.valid_days * 86400,
-        now=platform.now(),
+    application = certificates.Application(
+        body.original_pid, body.new_pid, body.quantity, body.reason, tuple(body.protocols), body.valid_days * 86400
     )
+    cert_no = await platform.run(certificates.apply_as, actor, application, now=platform.now())
     return _certificate((await platform.run(certificates.credentials, actor, cert_no))[0])
 
 
@@ -169,13 +164,13 @@ async def credential_list(actor: ActorDep, platform: PlatformDep) -> list[Certif
 
 
 @goods.get("/certificates/{cert_no}")
-async def certificate(cert_no: CertNo, actor: ActorDep, platform: PlatformDep) -> CertificateOut:
+async def certificate(cert_no: CertNoPath, actor: ActorDep, platform: PlatformDep) -> CertificateOut:
     """One certificate with its live counts."""
     return _certificate((await platform.run(certificates.credentials, actor, cert_no))[0])
 
 
 @goods.post("/certificates/{cert_no}/audit")
-async def audit(cert_no: CertNo, body: AuditIn, actor: ActorDep, platform: PlatformDep) -> CertificateOut:
+async def audit(cert_no: CertNoPath, body: AuditIn, actor: ActorDep, platform: PlatformDep) -> CertificateOut:
     """Approve (which signs the certificate) or reject a pending application (auditors)."""
     await platform.run(
         certificates.audit,
@@ -190,14 +185,14 @@ async def audit(cert_no: CertNo, body: AuditIn, actor: ActorDep, platform: Platf
 
 
 @goods.post("/certificates/{cert_no}/revoke")
-async def revoke(cert_no: CertNo, body: RevokeIn, actor: ActorDep, platform: PlatformDep) -> CertificateOut:
+async def revoke(cert_no: CertNoPath, body: RevokeIn, actor: ActorDep, platform: PlatformDep) -> CertificateOut:
     """Revoke an approved certificate: no more leases (auditors, admins)."""
     await platform.run(certificates.revoke, actor, cert_no, comment=body.comment, now=platform.now())
     return _certificate((await platform.run(certificates.credentials, actor, cert_no))[0])
 
 
 @line.post("/certificates/{cert_no}/leases", status_code=201)
-async def issue_lease(cert_no: CertNo, body: LeaseIn, actor: ActorDep, platform: PlatformDep) -> LeaseIssued:
+async def issue_lease(cert_no: CertNoPath, body: LeaseIn, actor: ActorDep, platform: PlatformDep) -> LeaseIssued:
     """Lease slots to a gateway (registered to your organisation on first use); the answer holds the lease file."""
     lease, _, bundle = await platform.run(
         leases.issue_as,
@@ -217,13 +212,13 @@ async def issue_lease(cert_no: CertNo, body: LeaseIn, actor: ActorDep, platform:
 
 
 @line.get("/certificates/{cert_no}/leases")
-async def list_leases(cert_no: CertNo, actor: ActorDep, platform: PlatformDep) -> list[LeaseOut]:
+async def list_leases(cert_no: CertNoPath, actor: ActorDep, platform: PlatformDep) -> list[LeaseOut]:
     """A certificate's leases."""
     return [LeaseOut.model_validate(_row(r)) for r in await platform.run(leases.list_for, actor, cert_no)]
 
 
 @line.post("/leases/{lease_id}/release")
-async def release(lease_id: LeaseId, body: ReleaseIn, actor: ActorDep, platform: PlatformDep) -> ReleaseOut:
+async def release(lease_id: LeaseIdPath, body: ReleaseIn, actor: ActorDep, platform: PlatformDep) -> ReleaseOut:
     """Hand in a gateway's signed release of a lease; its unused slots return once its records are in."""
     answer = await platform.run(requests.release_as, actor, lease_id, _b64(body.release, "release"), now=platform.now())
     return ReleaseOut(code=answer.code.value, message=answer.message, returned=answer.returned)
@@ -256,7 +251,7 @@ async def list_gateways(actor: ActorDep, platform: PlatformDep) -> list[GatewayO
 
 
 @line.post("/gateways/{gw}/revoke")
-async def revoke_gateway(gw: GwId, actor: ActorDep, platform: PlatformDep) -> GatewayOut:
+async def revoke_gateway(gw: GwIdPath, actor: ActorDep, platform: PlatformDep) -> GatewayOut:
     """Revoke a gateway: no more leases; its batches become anomalies, not counts."""
     await platform.run(gateways.revoke_as, actor, gw, platform.now())
     return _gateway(await platform.run(_visible_gateway, actor, gw))
