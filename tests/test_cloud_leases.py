@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -338,3 +339,26 @@ async def test_a_fork_freezes_the_gateway_until_an_admin_reinstates_it(platform:
     assert continued.outcome == "applied"
     assert await platform.confirmed_count(cert_no) == 3
     assert (await _ask_lease(platform, j.gw, j.request(LeaseRequest, cert_no=cert_no, slots=10)))[0] == AnswerCode.OK
+
+
+async def test_a_write_off_racing_an_ingest_never_counts_a_slot_twice(platform: Platform) -> None:
+    # Observed on PostgreSQL with two workers before the locks: a confirmation ingested while its lease was being
+    # ended was both counted and handed back, and a second gateway confirmed the same slot (60 of 60 trials).
+    for trial in range(15):
+        cert_no = await _cert(platform, quantity=1)
+        first, second = Journal(), Journal()
+        lease, _, _ = await platform.issue_lease(cert_no, first.key.public, 1)
+        first.confirm(lease.lease_id, 0, f"SN-A{trial:03d}")
+        ingest = platform.ingest(first.batch(), topic_gw=first.gw)
+        write_off = platform.write_off_lease(AUDITOR, lease.lease_id, "racing")
+        _, returned = await asyncio.gather(ingest, write_off)
+        counted = await platform.confirmed_count(cert_no)
+        assert counted + returned == 1, trial  # the slot is either spent (and kept) or returned, never both
+        if counted:
+            with pytest.raises(NoSlotsLeftError):
+                await platform.issue_lease(cert_no, second.key.public, 1)
+            continue
+        other, _, _ = await platform.issue_lease(cert_no, second.key.public, 1)
+        second.confirm(other.lease_id, 0, f"SN-B{trial:03d}")
+        await platform.ingest(second.batch(), topic_gw=second.gw)
+        assert await platform.confirmed_count(cert_no) == 1, trial
