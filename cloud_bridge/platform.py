@@ -27,11 +27,11 @@ from cloud_bridge import (
 )
 from cloud_bridge.accounts import Actor
 from cloud_bridge.anomalies import AnomalyEvent, AnomalyKind
-from cloud_bridge.anomalies import store as store_anomaly
 from cloud_bridge.leases import LeasePolicy
 from cloud_bridge.ledger import Outcome
 from cloud_bridge.store.engine import create_engine, migrate, sqlite_url
 from cloud_bridge.store.schema import issuer_keys
+from cloud_bridge.unverified import RECORDS, UnverifiedTraffic
 from cloud_bridge.verify import BatchRejectedError, parse_batch, verify_batch
 from wire.keys import PublicKey, SigningKey
 from wire.lease_request import LeaseAnswer, ReleaseAnswer
@@ -60,6 +60,7 @@ class IngestResult:
     stored: int = 0
     anomalies: tuple[AnomalyEvent, ...] = ()
     progress: tuple[CertProgressPayload, ...] = ()
+    rejection: BatchRejectedError | None = None  # why a REJECTED payload was refused, whether summarised or not
 
 
 class Platform:
@@ -77,6 +78,7 @@ class Platform:
         self.issuer = issuer_key
         self.policy = policy or LeasePolicy()
         self._clock = clock
+        self.unverified = UnverifiedTraffic(clock)
 
     @classmethod
     async def open(
@@ -231,8 +233,11 @@ class Platform:
             try:
                 applied = await self._verify_and_apply(conn, payload, topic_gw, now)
             except BatchRejectedError as exc:
-                event = await store_anomaly(conn, exc.kind, str(exc), now, payload=payload, gw=exc.gw, seq=exc.seq)
-                return IngestResult(Outcome.REJECTED, exc.gw, anomalies=(event,))
+                # Nothing here verified as the gateway's own words, whatever the topic says: counted, not blamed.
+                events = await self.unverified.reject(
+                    conn, exc.kind, str(exc), payload, topic_kind=RECORDS, gw=topic_gw, now=now
+                )
+                return IngestResult(Outcome.REJECTED, exc.gw, anomalies=events, rejection=exc)
             counts = await ledger.confirmed_counts(conn, applied.certs) if applied.certs else {}
         progress = tuple(
             CertProgressPayload(cert_no=no, confirmed=n, quantity=q) for no, (n, q) in sorted(counts.items())

@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cloud_bridge.errors import CloudError
 from cloud_bridge.platform import IngestResult, Platform
+from cloud_bridge.unverified import UNEXPECTED
 from wire import topics
 from wire.lease_request import LEASE_OP, RELEASE_OP, AnswerCode, LeaseAnswer, ReleaseAnswer
 
@@ -32,6 +33,8 @@ RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 30.0
 KEEPALIVE_S = 30
 LEASE_SWEEP_S = 60.0
+# Answers to a request that did not verify as the gateway's own: counted, like unverified batches.
+UNVERIFIED_ANSWERS = frozenset({AnswerCode.MALFORMED, AnswerCode.BAD_SIGNATURE, AnswerCode.UNKNOWN_GATEWAY})
 
 
 def _stop_if_cancelled(exc: BaseException | None = None) -> None:
@@ -165,7 +168,7 @@ class IngestWorker:
         try:
             gw = topics.gw_of(message.topic.value)
         except ValueError:
-            log.warning("ignoring a message on unexpected topic %s", message.topic.value)
+            self.platform.unverified.count(UNEXPECTED, None)
             return
         payload = bytes(message.payload) if isinstance(message.payload, bytes | bytearray) else b""
         if message.topic.matches(topics.ALL_REQUESTS):
@@ -179,6 +182,15 @@ class IngestWorker:
             return
         await self._publish(client, result)
 
+    def health(self) -> dict[str, object]:
+        """Connection state, payloads handled, and unverified payloads counted per `topic kind/gateway`."""
+        counts = self.platform.unverified.counts()
+        return {
+            "connected": self.ready.is_set(),
+            "handled": self.handled,
+            "unverified": {f"{kind}/{gw}": n for (kind, gw), n in sorted(counts.items())},
+        }
+
     async def _answer(self, client: aiomqtt.Client, message: aiomqtt.Message, gw: str, payload: bytes) -> None:
         op = message.topic.value.rsplit("/", 1)[-1]
         answer: LeaseAnswer | ReleaseAnswer
@@ -188,13 +200,15 @@ class IngestWorker:
             elif op == RELEASE_OP:
                 answer = await self.platform.answer_release(gw, payload)
             else:
-                log.info("gateway %s asked for unknown operation %r; ignored", gw, op)
+                self.platform.unverified.count(UNEXPECTED, gw)
                 return
         except (SQLAlchemyError, OSError):
             log.exception("could not answer %s request of gateway %s", op, gw)
             answer = (LeaseAnswer if op == LEASE_OP else ReleaseAnswer)(
                 id="", code=AnswerCode.ERROR, message="the platform could not answer now; send the request again"
             )
+        if answer.code in UNVERIFIED_ANSWERS:
+            self.platform.unverified.count(f"req/{op}", gw)
         await client.publish(
             topics.response(gw, op),
             answer.to_cbor(),

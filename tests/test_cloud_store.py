@@ -169,13 +169,14 @@ async def test_forged_unknown_and_malformed_change_nothing(platform: Platform) -
     garbage = await platform.ingest(b"\xa1\x61x\xff not cbor", topic_gw=j.gw)
     wrong_topic = await platform.ingest(j.batch(), topic_gw=stranger.gw)
     assert [r.outcome for r in (forged, unknown, garbage, wrong_topic)] == [Outcome.REJECTED] * 4
-    assert [r.anomalies[0].kind for r in (forged, unknown, garbage, wrong_topic)] == [
+    assert [r.rejection.kind for r in (forged, unknown, garbage, wrong_topic) if r.rejection] == [
         AnomalyKind.BAD_SIGNATURE,
         AnomalyKind.UNKNOWN_GATEWAY,
         AnomalyKind.MALFORMED,
         AnomalyKind.TOPIC_MISMATCH,
     ]
-    assert "checkpoint" in forged.anomalies[0].message
+    assert forged.rejection is not None
+    assert "checkpoint" in str(forged.rejection)
     assert await _stored(platform, j.gw) == []
     assert await _stored(platform, stranger.gw) == []
     assert await platform.confirmed_count(cert_no) == 0
@@ -208,7 +209,7 @@ async def test_records_that_must_not_count_are_flagged(platform: Platform) -> No
     assert await platform.confirmed_count(cert_no) == 1
 
 
-async def test_revoked_gateway_batches_are_kept_as_anomalies(platform: Platform) -> None:
+async def test_revoked_gateway_batches_are_refused(platform: Platform) -> None:
     cert_no = await _cert(platform)
     j = Journal()
     lease, _, _ = await platform.issue_lease(cert_no, j.key.public, 3)
@@ -216,7 +217,8 @@ async def test_revoked_gateway_batches_are_kept_as_anomalies(platform: Platform)
     await platform.revoke_gateway(j.gw)
     result = await platform.ingest(j.batch(), topic_gw=j.gw)
     assert result.outcome == Outcome.REJECTED
-    assert result.anomalies[0].kind == AnomalyKind.REVOKED_GATEWAY
+    assert result.rejection is not None
+    assert result.rejection.kind == AnomalyKind.REVOKED_GATEWAY
     assert await platform.confirmed_count(cert_no) == 0
 
 
@@ -230,8 +232,8 @@ async def test_broken_chains_and_incomplete_records_are_refused(platform: Platfo
     edited.records = [*j.records[:2], j.records[2].model_copy(update={"sn": "SN0666"}), j.records[3]]
     broken = await platform.ingest(edited.batch(), topic_gw=j.gw)
     assert broken.outcome == Outcome.REJECTED
-    assert broken.anomalies[0].kind == AnomalyKind.BROKEN_CHAIN
-    assert broken.anomalies[0].seq == 4
+    assert broken.rejection is not None
+    assert (broken.rejection.kind, broken.rejection.seq) == (AnomalyKind.BROKEN_CHAIN, 4)
     body = j.records[0].model_dump(mode="python")
     del body["reason"]  # decodes (reason has a default) but is not the canonical encoding that was hashed
     short = Batch(
@@ -241,6 +243,7 @@ async def test_broken_chains_and_incomplete_records_are_refused(platform: Platfo
         checkpoint=sign(Checkpoint(gw=j.gw, seq=1, head=j.records[0].digest(), at=0), j.key),
     ).to_cbor()
     incomplete = await platform.ingest(short, topic_gw=j.gw)
-    assert incomplete.anomalies[0].kind == AnomalyKind.MALFORMED
-    assert "leaves out fields" in incomplete.anomalies[0].message
+    assert incomplete.rejection is not None
+    assert incomplete.rejection.kind == AnomalyKind.MALFORMED
+    assert "leaves out fields" in str(incomplete.rejection)
     assert await _stored(platform, j.gw) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,13 +16,15 @@ from paho.mqtt.properties import Properties
 from sqlalchemy import func, select
 
 from cloud_bridge.platform import Platform
-from cloud_bridge.store.schema import records
+from cloud_bridge.store.schema import anomalies, records
+from cloud_bridge.unverified import EVIDENCE_PREFIX_BYTES
 from cloud_bridge.worker import IngestWorker
 from rebadge.broker import PrivateBroker
 from tests.test_cloud_helpers import NEW_PID, OLD_PID, Journal
 from wire import topics
 from wire.keys import KeyRing, SigningKey
 from wire.lease_request import LEASE_OP, AnswerCode, LeaseRequest, lease_answer_from_cbor, new_nonce
+from wire.records import Batch, batch_from_cbor
 from wire.tokens import Ack, Lease, decode_bundle, sign, verify
 
 WAIT_S = 5.0
@@ -175,22 +178,57 @@ async def test_hostile_payloads_change_nothing_and_the_worker_lives_on(
     stranger = Journal()
     stranger.confirm(lease_id, 1, "SN0002")
     hostile = [
-        (j.gw, j.batch(key=SigningKey.generate()), "bad_signature"),
-        (stranger.gw, stranger.batch(), "unknown_gateway"),
-        (j.gw, b"\xff\x00 not cbor at all", "malformed"),
-        (j.gw, b"", "malformed"),
-        (j.gw, j.batch()[:-7], "malformed"),  # truncated
+        (j.gw, j.batch(key=SigningKey.generate())),  # the first on j's topic: summarised, as bad_signature
+        (stranger.gw, stranger.batch()),  # another topic: summarised too, as unknown_gateway
+        (j.gw, b"\xff\x00 not cbor at all"),  # the rest on j's topic within the interval: counted only
+        (j.gw, b""),
+        (j.gw, j.batch()[:-7]),  # truncated
     ]
     async with running_worker(platform, broker) as worker, listening(broker) as heard:
-        for gw, payload, kind in hostile:
+        for gw, payload in hostile:
             await publish(broker, gw, payload)
-            anomaly = json.loads((await heard.next(topics.ANOMALIES))[0])
-            assert anomaly["kind"] == kind, anomaly
-        assert await stored_count(platform, j.gw) == 0
-        assert await platform.confirmed_count(cert_no) == 0
+        summaries = [json.loads((await heard.next(topics.ANOMALIES))[0]) for _ in range(2)]
+        assert [(a["kind"], a["gw"]) for a in summaries] == [("bad_signature", None), ("unknown_gateway", None)]
         await publish(broker, j.gw, j.batch())
         assert acked(platform, (await heard.next(topics.ack(j.gw)))[0]).seq == 2
+        assert await heard.nothing_on(topics.ANOMALIES)
         assert worker.handled == len(hostile) + 1
+        assert worker.health()["unverified"] == {f"records/{j.gw}": 4, f"records/{stranger.gw}": 1}
+    assert await stored_count(platform, j.gw) == 2
+    assert await platform.confirmed_count(cert_no) == 1
+
+
+async def test_a_flood_of_garbage_on_one_gateways_topics_stores_a_bounded_summary(
+    platform: Platform, broker: PrivateBroker
+) -> None:
+    j, cert_no, lease_id = await leased_journal(platform)
+    j.confirm(lease_id, 0, "SN0001")
+    replayed = Batch(  # a real checkpoint of j's, seen on the broker, over records of the attacker's making
+        gw=j.gw, from_seq=1, records=[b"\xa0" * 10, bytes(300)], checkpoint=batch_from_cbor(j.batch()).checkpoint
+    ).to_cbor()
+    big = Batch(gw=j.gw, from_seq=1, records=[bytes(200_000)] * 4, checkpoint=b"\xd2").to_cbor()
+    flood = [replayed, big, j.batch(key=SigningKey.generate()), b"\x00" * 5000, j.batch()[:-1], os.urandom(700)]
+    rounds = 40
+    async with (
+        running_worker(platform, broker) as worker,
+        aiomqtt.Client(broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V5) as client,
+    ):
+        for i in range(rounds):
+            for payload in flood:
+                await client.publish(topics.records(j.gw), payload, qos=1)
+            await client.publish(topics.request(j.gw, LEASE_OP), os.urandom(64 + i), qos=1)
+        await client.publish(topics.records(j.gw), j.batch(), qos=1)
+        async with listening(broker) as heard:
+            assert acked(platform, (await heard.next(topics.ack(j.gw)))[0]).seq == 2
+        assert worker.health()["unverified"] == {
+            f"records/{j.gw}": rounds * len(flood),
+            f"req/{LEASE_OP}/{j.gw}": rounds,
+        }
+    async with platform.engine.connect() as conn:
+        rows = list(await conn.execute(select(anomalies.c.gw, anomalies.c.payload)))
+    assert len(rows) == 1  # one interval, one topic: one summary
+    assert rows[0].gw is None  # the topic's gateway is not blamed
+    assert len(rows[0].payload) <= EVIDENCE_PREFIX_BYTES
     assert await platform.confirmed_count(cert_no) == 1
 
 
