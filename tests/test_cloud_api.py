@@ -129,7 +129,8 @@ async def test_certificate_flow_as_the_seed_describes(world: World, platform: Pl
     cert = verify(base64.b64decode(done["token"]), Certificate, KeyRing([platform.issuer.public]))
     assert (cert.cert_no, cert.original_pid, cert.quantity) == (cert_no, done["original_pid"], 10)
     assert (await w.call("auditor", "POST", f"/certificates/{cert_no}/audit", {"approve": True})).status_code == 409
-    assert await w.ok("customer", "GET", "/certificates") == []  # the brand owned neither product when it was applied for
+    # The brand owned neither product when the certificate was applied for, so it reads nothing.
+    assert await w.ok("customer", "GET", "/certificates") == []
     assert await w.ok("rival", "GET", "/certificates") == []
     assert (await w.call("rival", "GET", f"/certificates/{cert_no}")).status_code == 404
     await w.ok("auditor", "POST", f"/certificates/{cert_no}/revoke", {"comment": "recalled"})

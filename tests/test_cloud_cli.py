@@ -45,7 +45,7 @@ async def _world(data: Path) -> None:
             await products.set_stage(conn, SYSTEM, OLD, Stage.TRIAL, now)  # type: ignore[arg-type]
             await accounts.create_account(conn, SYSTEM, f1, "tech", Role.TECHNICIAN, now)  # type: ignore[arg-type]
 
-        await p.run(build)  # type: ignore[arg-type]
+        await p.run(build)
     finally:
         await p.close()
 
