@@ -252,6 +252,12 @@ async def _revoke_gateway(w: World) -> tuple[str, Any]:
     return f"/gateways/{kid_of(bytes.fromhex(key)).hex()}/revoke", None
 
 
+async def _write_off(w: World) -> tuple[str, Any]:
+    lease = await w.ok("factory_admin", "POST", f"/certificates/{await w.approved()}/leases",
+                       {"gateway_key": SigningKey.generate().public.raw.hex(), "slots": 1})  # fmt: skip
+    return f"/leases/{lease['lease_id']}/write-off", {"reason": "the gateway never came back"}
+
+
 async def _activation(w: World) -> tuple[str, Any]:
     return "/activations", {"sn": "SN0001", "pid": NEW_PID, "receipt": base64.b64encode(b"junk").decode()}
 
@@ -284,6 +290,9 @@ MATRIX: list[tuple[str, str, Setup, set[str]]] = [
     ("GET", "/gateways", fixed("/gateways"), STAFF | FACTORY),
     ("POST", "/gateways/{gw}/revoke", _revoke_gateway, STAFF | {"factory_admin"}),
     ("GET", "/anomalies", fixed("/anomalies"), STAFF | {"factory_admin"}),
+    ("POST", "/leases/{lease_id}/write-off", _write_off, STAFF),
+    ("POST", "/gateways/{gw}/reinstate", fixed("/gateways/{gw}/reinstate", {"reason": "checked"}), {"admin"}),
+    ("GET", "/gateways/{gw}/history", fixed("/gateways/{gw}/history"), STAFF | {"factory_admin"}),
 ]
 
 

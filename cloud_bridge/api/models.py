@@ -115,6 +115,9 @@ class CertificateOut(Out):
     new_pid: str
     replaced: int = Field(description="Confirmed by verified gateway records.")
     activated: int
+    stale_held: int = Field(
+        default=0, description="Slots still held by leases that expired with no report from their gateway since."
+    )
     quantity: int
     status: str
     applicant: str

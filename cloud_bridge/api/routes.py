@@ -10,8 +10,10 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 
 from cloud_bridge import accounts, anomalies, certificates, gateways, leases, products, requests
+from cloud_bridge.accounts import Actor
 from cloud_bridge.anomalies import AnomalyKind
 from cloud_bridge.api.deps import ActorDep, PlatformDep
+from cloud_bridge.api.ledger_routes import ledger
 from cloud_bridge.api.models import (
     AccountCreated,
     AccountIn,
@@ -39,6 +41,7 @@ from cloud_bridge.api.models import (
     StageIn,
 )
 from cloud_bridge.errors import InvalidRequestError
+from cloud_bridge.platform import Platform
 from wire.ids import CertNo, GatewayId, LeaseId, Pid
 from wire.keys import PublicKey
 
@@ -141,10 +144,19 @@ async def set_stage(pid: PidPath, body: StageIn, actor: ActorDep, platform: Plat
     return ProductOut.model_validate(_row(row))
 
 
-def _certificate(row: Any) -> CertificateOut:
-    fields = _row(row)
-    token = fields.pop("token", None)
-    return CertificateOut.model_validate(fields | {"token": base64.b64encode(token).decode() if token else None})
+async def _credentials(platform: Platform, actor: Actor, cert_no: str | None = None) -> list[CertificateOut]:
+    rows = await platform.run(certificates.credentials, actor, cert_no)
+    stale = await platform.run(leases.stale_holds, [r.cert_no for r in rows if r.cert_no], platform.now())
+    out = []
+    for row in rows:
+        fields = _row(row)
+        token = fields.pop("token", None)
+        fields |= {
+            "token": base64.b64encode(token).decode() if token else None,
+            "stale_held": stale.get(row.cert_no, 0),
+        }
+        out.append(CertificateOut.model_validate(fields))
+    return out
 
 
 @goods.post("/certificates", status_code=201)
@@ -154,19 +166,19 @@ async def apply(body: ApplicationIn, actor: ActorDep, platform: PlatformDep) -> 
         body.original_pid, body.new_pid, body.quantity, body.reason, tuple(body.protocols), body.valid_days * 86400
     )
     cert_no = await platform.run(certificates.apply_as, actor, application, now=platform.now())
-    return _certificate((await platform.run(certificates.credentials, actor, cert_no))[0])
+    return (await _credentials(platform, actor, cert_no))[0]
 
 
 @goods.get("/certificates")
 async def credential_list(actor: ActorDep, platform: PlatformDep) -> list[CertificateOut]:
     """The credential list: PIDs, replaced / total, audit status, number, applicant."""
-    return [_certificate(r) for r in await platform.run(certificates.credentials, actor)]
+    return await _credentials(platform, actor)
 
 
 @goods.get("/certificates/{cert_no}")
 async def certificate(cert_no: CertNoPath, actor: ActorDep, platform: PlatformDep) -> CertificateOut:
     """One certificate with its live counts."""
-    return _certificate((await platform.run(certificates.credentials, actor, cert_no))[0])
+    return (await _credentials(platform, actor, cert_no))[0]
 
 
 @goods.post("/certificates/{cert_no}/audit")
@@ -181,14 +193,14 @@ async def audit(cert_no: CertNoPath, body: AuditIn, actor: ActorDep, platform: P
         issuer=platform.issuer,
         now=platform.now(),
     )
-    return _certificate((await platform.run(certificates.credentials, actor, cert_no))[0])
+    return (await _credentials(platform, actor, cert_no))[0]
 
 
 @goods.post("/certificates/{cert_no}/revoke")
 async def revoke(cert_no: CertNoPath, body: RevokeIn, actor: ActorDep, platform: PlatformDep) -> CertificateOut:
     """Revoke an approved certificate: no more leases (auditors, admins)."""
     await platform.run(certificates.revoke, actor, cert_no, comment=body.comment, now=platform.now())
-    return _certificate((await platform.run(certificates.credentials, actor, cert_no))[0])
+    return (await _credentials(platform, actor, cert_no))[0]
 
 
 @line.post("/certificates/{cert_no}/leases", status_code=201)
@@ -270,4 +282,4 @@ async def list_anomalies(
     return [AnomalyOut.model_validate(e.model_dump()) for e in events]
 
 
-ROUTERS = (public, people, goods, line)
+ROUTERS = (public, people, goods, line, ledger)
