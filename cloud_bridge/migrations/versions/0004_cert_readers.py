@@ -31,8 +31,9 @@ def upgrade() -> None:
             batch_op.create_foreign_key(
                 batch_op.f(f"fk_certificates_{column}_organisations"), "organisations", [column], ["id"]
             )
+    # Built from this file's constants only.
     op.execute(
-        "UPDATE certificates SET "
+        "UPDATE certificates SET "  # noqa: S608
         f"original_org_id = {_OWNER_THEN.format(pid='original_pid')}, "
         f"new_org_id = {_OWNER_THEN.format(pid='new_pid')}"
     )
