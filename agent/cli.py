@@ -17,8 +17,9 @@ from agent.certs.leases import CheckedLease
 from agent.config import AgentConfig, load_config
 from agent.console import ScanConsole
 from agent.errors import AgentError
-from agent.leases import keeper_certificate, request_once
+from agent.leases import Released, keeper_certificate, release_once, request_once
 from agent.service import AgentService, load_lease_file, open_journal, pinned_issuers
+from wire.lease_request import AnswerCode
 from wire.topics import ScanEvent
 
 CONFIG_OPTION = click.option(
@@ -136,10 +137,66 @@ def request_lease_cmd(config_path: Path | None, cert_no: str | None, slots: int 
     )
 
 
+@group.command("release-lease")
+@CONFIG_OPTION
+@click.argument("lease_id")
+@click.option("--reason", default="released by hand", show_default=True, help="Kept in the lease's closed record.")
+@click.option("--force", is_flag=True, help="Close even with attempts in doubt; they then stay in doubt for good.")
+def release_lease_cmd(config_path: Path | None, lease_id: str, reason: str, force: bool) -> None:
+    """Close a lease (no slot of it is spent any more) and ask the platform to take back its unused slots.
+
+    Run with the agent stopped. The close is chained in the journal first; when the broker answers, the records
+    and a signed release go to the platform, and its answer is printed. Running it again only asks again.
+    """
+    config = _config(config_path)
+
+    async def release() -> Released:
+        identity = GatewayIdentity.load_or_create(config.gateway.state_dir)
+        journal = await open_journal(config, identity)
+        try:
+            return await release_once(
+                config, journal, identity, pinned_issuers(config), lease_id, reason=reason, force=force
+            )
+        finally:
+            await journal.close()
+
+    try:
+        released = asyncio.run(release())
+    except AgentError as exc:
+        raise click.ClickException(f"lease {lease_id} not released: {exc}") from exc
+    for line in released_lines(released):
+        click.echo(line)
+
+
+def released_lines(released: Released) -> list[str]:
+    """What `release-lease` prints: the close, units left in doubt, and the platform's answer or what to do."""
+    close, answer = released.close, released.answer
+    lease_id, again = close.lease.lease_id, f"run 'rebadge agent release-lease {close.lease.lease_id}' again"
+    lines = [
+        f"lease {lease_id} closed at seq {close.seq} ({close.reason}); no slot of it is spent any more"
+        if close.new
+        else f"lease {lease_id} was closed already at seq {close.seq} ({close.reason})"
+    ]
+    lines += [f"left in doubt for good: {a.sn} (slot {a.slot}); its slot counts as spent" for a in close.in_doubt]
+    if answer is None:
+        lines.append(
+            "the MQTT broker is not reachable: the close stays in the journal and reaches the platform with the "
+            f"records when the agent runs; {again} then to see what came back"
+        )
+    elif answer.code == AnswerCode.OK:
+        lines.append(f"the platform took back {answer.returned} unused slots of lease {lease_id}")
+    else:
+        lines.append(
+            f"pending: the platform has not yet stored this gateway's journal up to seq {close.seq}, so nothing has "
+            f"come back yet; start the agent (it sends the records), then {again}"
+        )
+    return lines
+
+
 @group.command("status")
 @CONFIG_OPTION
 def status_cmd(config_path: Path | None) -> None:
-    """Print the journal's head, acked sequence and each certificate's counts as JSON."""
+    """Print the journal's head, acked sequence, freeze, leases and each certificate's counts as JSON."""
     config = _config(config_path)
 
     async def read() -> dict[str, object]:
@@ -148,7 +205,16 @@ def status_cmd(config_path: Path | None) -> None:
         try:
             seq, head = await journal.head()
             certs = {c: vars(await journal.counts(c)) for c in await journal.cert_nos()}
-            return {"gw": identity.gw, "seq": seq, "head": head.hex(), "acked": await journal.acked(), "certs": certs}
+            leases = [
+                {"lease_id": lease.lease_id, "cert_no": lease.cert_no, "slots": [lease.slot_lo, lease.slot_hi],
+                 "exp": lease.exp, "closed_seq": lease.closed_seq}
+                for lease in await journal.leases(active_only=False)
+            ]  # fmt: skip
+            frozen = None if journal.frozen is None else journal.frozen.as_dict()
+            return {
+                "gw": identity.gw, "seq": seq, "head": head.hex(), "acked": await journal.acked(), "frozen": frozen,
+                "certs": certs, "leases": leases,
+            }  # fmt: skip
         finally:
             await journal.close()
 

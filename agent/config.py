@@ -88,6 +88,9 @@ class LineConfig(_Section):
     info_timeout_s: float = Field(default=5.0, gt=0)
     rebadge_timeout_s: float = Field(default=10.0, gt=0)
     max_in_flight: int = Field(default=8, ge=1, le=256)
+    clock_margin_s: float = Field(
+        default=300.0, ge=0, le=86400, description="No new reservation on a lease this close to its expiry."
+    )
 
 
 class LeaseConfig(_Section):
@@ -163,7 +166,9 @@ class ScannerConfig(_Section):
     serial_ports: tuple[str, ...] = ()
     baudrate: int = Field(default=9600, ge=300)
     keyboard: bool = False
-    mqtt: bool = True
+    mqtt: bool = Field(
+        default=False, description="Accept cmd/scan: unauthenticated, so for a trusted broker only; off by default."
+    )
 
 
 class DebugConfig(_Section):

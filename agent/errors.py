@@ -98,6 +98,10 @@ class UplinkError(AgentError):
     """The MQTT uplink cannot do what was asked."""
 
 
+class BrokerUnreachableError(UplinkError):
+    """A command could not reach the MQTT broker within its timeout."""
+
+
 class AckTimeoutError(UplinkError, TimeoutError):
     """The platform's ack did not cover `seq` within the caller's timeout; `acked` is how far it got."""
 

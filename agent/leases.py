@@ -1,8 +1,10 @@
-"""The gateway's lease keeper: asks the platform for slots over MQTT (`req/lease`) before the line runs out.
+"""Lease requests from the gateway over MQTT: the keeper that asks for slots before the line runs out
+(`req/lease`), and the release of a lease this gateway closed (`req/release`).
 
-Every lease that comes back is checked (issuer signatures, this gateway's key, validity window, certificate hash)
-before the journal stores it; a refusal, a silence or a bad answer stores nothing, is logged, and is retried
-later with capped backoff. Nothing is released on shutdown: slots stay with the gateway for offline work.
+Every request is signed by the gateway key with a fresh nonce and time. Every lease that comes back is checked
+(issuer signatures, this gateway's key, validity window, certificate hash) before the journal stores it; a refusal,
+a silence or a bad answer stores nothing, is logged, and is retried later with capped backoff. Nothing is released
+on shutdown or expiry: slots stay with the gateway for offline work, and only a close hands unused ones back.
 """
 
 from __future__ import annotations
@@ -10,23 +12,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
 from agent.certs.identity import GatewayIdentity
 from agent.certs.leases import CheckedLease, check_bundle
 from agent.config import AgentConfig, LeaseConfig
-from agent.errors import AgentError, LeaseError, LeaseRefusedError, UplinkError
-from agent.journal import Journal
+from agent.errors import AckTimeoutError, AgentError, BrokerUnreachableError, LeaseError, LeaseRefusedError
+from agent.journal import Journal, LeaseClose
 from agent.uplink import Uplink
 from agent.uplink.connection import Backoff
 from agent.uplink.records import wait_event
+from agent.uplink.requests import Signed, signed_request
 from wire.errors import WireError
-from wire.keys import KeyRing, PublicKey
-from wire.lease_request import AnswerCode, LeaseAnswer, LeaseRequest
+from wire.keys import KeyRing
+from wire.lease_request import AnswerCode, LeaseAnswer, LeaseRequest, Release, ReleaseAnswer
+from wire.refusals import RefusalReason
 from wire.tokens import Certificate, Checkpoint, sign, verify
 
 log = logging.getLogger(__name__)
@@ -45,6 +50,14 @@ ANSWER_ADVICE: dict[AnswerCode, str] = {
     AnswerCode.UNKNOWN_GATEWAY: "this gateway is not registered on the platform; enrol it with the gateway id and "
     "public key that 'rebadge agent init' prints",
     AnswerCode.MALFORMED: "the platform could not read the request; check that agent and platform versions match",
+    AnswerCode.BAD_SIGNATURE: "the platform could not verify the request with this gateway's enrolled key; check "
+    "that the gateway was enrolled with the public key 'rebadge agent init' prints",
+    AnswerCode.REPLAYED: "the platform has seen this request before, or its time lies too far from the platform's "
+    "clock; check the gateway's clock (NTP), then ask again",
+    AnswerCode.FROZEN: "the platform has frozen this gateway because its journal was restored from a backup; ask a "
+    "platform admin to reinstate the gateway",
+    AnswerCode.PENDING: "the platform has not yet stored this gateway's journal up to the close; run the agent (it "
+    "sends the records), then ask again",
     AnswerCode.ERROR: "the platform could not answer now; try again in a while",
 }
 
@@ -57,44 +70,47 @@ class LeaseRequester(Protocol):
         """Set while a session to the broker is up."""
         ...
 
-    async def request_lease(self, request: LeaseRequest, timeout: float) -> LeaseAnswer:
-        """Send a lease request and return the platform's answer (or raise RequestTimeoutError)."""
+    async def request_lease(self, signed: Signed[LeaseRequest], timeout: float) -> LeaseAnswer:
+        """Send a signed lease request and return the platform's answer (or raise RequestTimeoutError)."""
         ...
 
 
-def new_request_id() -> str:
-    """A fresh request id: unguessable, so nobody can answer a request before it is sent."""
-    return "lease-" + secrets.token_hex(8)
+class ReleaseRequester(Protocol):
+    """What a release needs of the uplink."""
+
+    async def request_release(self, signed: Signed[Release], timeout: float) -> ReleaseAnswer:
+        """Send a signed release and return the platform's answer (or raise RequestTimeoutError)."""
+        ...
 
 
-def refusal(cert_no: str, slots: int, answer: LeaseAnswer) -> LeaseRefusedError:
-    """The error for an answer that is not a lease: names the code, the platform's message and what to do."""
+def refusal(asked: str, answer: LeaseAnswer | ReleaseAnswer) -> LeaseRefusedError:
+    """The error for an answer that is not what was asked for: names the code, the platform's message, what to do."""
     advice = ANSWER_ADVICE.get(answer.code, "see the platform's message")
     said = f" ({answer.message})" if answer.message else ""
     return LeaseRefusedError(
-        f"the platform answered {answer.code.value} to a request for {slots} slots of certificate {cert_no}{said}; "
-        f"{advice}",
-        reason=answer.code.value,
+        f"the platform answered {answer.code.value} to {asked}{said}; {advice}", reason=answer.code.value
     )
 
 
 async def request_lease(
-    requester: LeaseRequester, journal: Journal, gateway: PublicKey, issuers: KeyRing, cert_no: str, slots: int, *,
-    valid_s: int | None, timeout: float, clock: Callable[[], float] = time.time,
+    requester: LeaseRequester, journal: Journal, identity: GatewayIdentity, issuers: KeyRing, cert_no: str,
+    slots: int, *, valid_s: int | None, timeout: float, clock: Callable[[], float] = time.time,
 ) -> CheckedLease:  # fmt: skip
     """Ask once for `slots` slots of `cert_no`; check the lease fully and store it, or raise (storing nothing)."""
-    request = LeaseRequest(id=new_request_id(), cert_no=cert_no, slots=slots, valid_s=valid_s)
-    log.info("certificate %s: asking the platform for %d slots (request %s)", cert_no, slots, request.id)
-    answer = await requester.request_lease(request, timeout)
+    signed = signed_request(LeaseRequest, identity.key, clock=clock, cert_no=cert_no, slots=slots, valid_s=valid_s)
+    request_id = signed.request.id
+    log.info("certificate %s: asking the platform for %d slots (request %s)", cert_no, slots, request_id)
+    answer = await requester.request_lease(signed, timeout)
     if not answer.ok:
-        raise refusal(cert_no, slots, answer)
+        raise refusal(f"a request for {slots} slots of certificate {cert_no}", answer)
     if answer.bundle is None:
-        raise LeaseError(f"the platform answered ok to request {request.id} but sent no lease", reason="malformed")
-    checked = check_bundle(answer.bundle, issuers, gateway, clock())
+        why = f"the platform answered ok to request {request_id} but sent no lease"
+        raise LeaseError(why, reason=RefusalReason.MALFORMED)
+    checked = check_bundle(answer.bundle, issuers, identity.public, clock())
     if checked.lease.cert_no != cert_no:
         raise LeaseError(
             f"asked for certificate {cert_no} but lease {checked.lease.lease_id} is of {checked.lease.cert_no}",
-            reason="certificate_mismatch",
+            reason=RefusalReason.CERTIFICATE_MISMATCH,
         )
     await journal.add_lease(checked.lease, checked.lease_token, checked.cert, checked.cert_token)
     lease = checked.lease
@@ -116,14 +132,14 @@ class LeaseKeeper:
 
     def __init__(
         self, config: LeaseConfig, cert_no: str | None, journal: Journal, requester: LeaseRequester,
-        gateway: PublicKey, issuers: KeyRing, *, clock: Callable[[], float] = time.time,
+        identity: GatewayIdentity, issuers: KeyRing, *, clock: Callable[[], float] = time.time,
         on_lease: Callable[[CheckedLease], None] | None = None,
     ) -> None:  # fmt: skip
         self.config = config
         self.cert_no = cert_no
         self._journal = journal
         self._requester = requester
-        self._gateway = gateway
+        self._identity = identity
         self._issuers = issuers
         self._clock = clock
         self._on_lease = on_lease  # e.g. the service republishes the certificate's progress (lease size grew)
@@ -163,8 +179,8 @@ class LeaseKeeper:
     async def top_up(self) -> TopUp:
         """Ask once if the certificate runs low; a refusal, silence or bad answer is logged, never raised."""
         cert_no = self.cert_no
-        if cert_no is None:
-            return TopUp.NOT_NEEDED
+        if cert_no is None or self._journal.frozen is not None:
+            return TopUp.NOT_NEEDED  # a frozen gateway gets no lease and could spend none
         async with self._lock:
             try:
                 slots = await self.slots_wanted(cert_no)
@@ -172,7 +188,7 @@ class LeaseKeeper:
                     return TopUp.NOT_NEEDED
                 self.requests += 1
                 checked = await request_lease(
-                    self._requester, self._journal, self._gateway, self._issuers, cert_no, slots,
+                    self._requester, self._journal, self._identity, self._issuers, cert_no, slots,
                     valid_s=self.config.valid_s, timeout=self.config.request_timeout_s, clock=self._clock,
                 )  # fmt: skip
             except LeaseRefusedError as exc:
@@ -217,10 +233,11 @@ def keeper_certificate(config: AgentConfig) -> str | None:
     return config.lease.cert_no or config.line.certificate
 
 
-async def request_once(
-    config: AgentConfig, journal: Journal, identity: GatewayIdentity, issuers: KeyRing, cert_no: str, slots: int
-) -> CheckedLease:
-    """Connect with the agent's MQTT settings, ask for one lease, check and store it, disconnect."""
+@asynccontextmanager
+async def cli_uplink(
+    config: AgentConfig, journal: Journal, identity: GatewayIdentity, issuers: KeyRing
+) -> AsyncIterator[Uplink]:
+    """An uplink with the agent's MQTT settings, connected, for one command (the agent must not run meanwhile)."""
 
     def sign_checkpoint(seq: int, head: bytes) -> bytes:
         return sign(Checkpoint(gw=identity.gw, seq=seq, head=head, at=int(time.time())), identity.key)
@@ -229,20 +246,72 @@ async def request_once(
         config.mqtt, identity.gw, journal, sign_checkpoint=sign_checkpoint, issuers=issuers,
         name=config.gateway.name,
     )  # fmt: skip
-    task = asyncio.create_task(uplink.run(), name=f"uplink {identity.gw}: request-lease")
+    task = asyncio.create_task(uplink.run(), name=f"uplink {identity.gw}: command")
     try:
         try:
             await uplink.wait_connected(CLI_CONNECT_TIMEOUT_S)
         except TimeoutError as exc:
-            raise UplinkError(
+            raise BrokerUnreachableError(
                 f"could not reach the MQTT broker {config.mqtt.host}:{config.mqtt.port} within "
                 f"{CLI_CONNECT_TIMEOUT_S:.0f} s; check [mqtt] in the config and that the broker runs"
             ) from exc
-        return await request_lease(
-            uplink, journal, identity.public, issuers, cert_no, slots,
-            valid_s=config.lease.valid_s, timeout=config.lease.request_timeout_s,
-        )  # fmt: skip
+        yield uplink
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def request_once(
+    config: AgentConfig, journal: Journal, identity: GatewayIdentity, issuers: KeyRing, cert_no: str, slots: int
+) -> CheckedLease:
+    """Connect with the agent's MQTT settings, ask for one lease, check and store it, disconnect."""
+    async with cli_uplink(config, journal, identity, issuers) as uplink:
+        return await request_lease(
+            uplink, journal, identity, issuers, cert_no, slots,
+            valid_s=config.lease.valid_s, timeout=config.lease.request_timeout_s,
+        )  # fmt: skip
+
+
+# -- releasing a closed lease -----------------------------------------------------------------------------------
+
+
+async def ask_release(
+    requester: ReleaseRequester, identity: GatewayIdentity, close: LeaseClose, *, timeout: float,
+    clock: Callable[[], float] = time.time,
+) -> ReleaseAnswer:  # fmt: skip
+    """Ask what came back of a closed lease: `ok` (with `returned`) or `pending`; any other answer raises."""
+    lease_id = close.lease.lease_id
+    signed = signed_request(Release, identity.key, clock=clock, lease_id=lease_id, seq=close.seq)
+    log.info("lease %s: asking the platform what came back of the close at seq %d (request %s)",
+             lease_id, close.seq, signed.request.id)  # fmt: skip
+    answer = await requester.request_release(signed, timeout)
+    if answer.code not in (AnswerCode.OK, AnswerCode.PENDING):
+        raise refusal(f"the release of lease {lease_id} (closed at seq {close.seq})", answer)
+    return answer
+
+
+@dataclass(frozen=True)
+class Released:
+    """A lease closed in the journal, and the platform's answer (None when the broker was not reachable)."""
+
+    close: LeaseClose
+    answer: ReleaseAnswer | None
+
+
+async def release_once(
+    config: AgentConfig, journal: Journal, identity: GatewayIdentity, issuers: KeyRing, lease_id: str, *,
+    reason: str, force: bool,
+) -> Released:  # fmt: skip
+    """Close the lease in the journal; then, if the broker answers, send the records and the signed release."""
+    close = await journal.close_lease(lease_id, reason, force=force)
+    timeout = config.lease.request_timeout_s
+    try:
+        async with cli_uplink(config, journal, identity, issuers) as uplink:
+            # The platform answers `pending` until it has ingested the chain up to the close: wait for its ack.
+            with contextlib.suppress(AckTimeoutError):
+                await uplink.wait_acked(close.seq, timeout)
+            return Released(close, await ask_release(uplink, identity, close, timeout=timeout))
+    except BrokerUnreachableError as exc:
+        log.warning("lease %s closed at seq %d, but not sent: %s", lease_id, close.seq, exc)
+        return Released(close, None)

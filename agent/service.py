@@ -23,6 +23,7 @@ from agent.radios.registry import create_radio
 from agent.scanner import run_scanners
 from agent.systemd_notify import Notifier
 from agent.uplink import Uplink
+from agent.uplink.records import wait_event
 from wire.keys import KeyRing, PublicKey
 from wire.tokens import Checkpoint, sign
 from wire.topics import ScanCommand, ScanEvent
@@ -55,8 +56,9 @@ def pinned_issuers(config: AgentConfig) -> KeyRing:
 async def open_journal(config: AgentConfig, identity: GatewayIdentity) -> Journal:
     """The journal in the state directory, checked at open."""
     return await Journal.open(
-        config.gateway.state_dir / JOURNAL_FILE, identity.gw, min_free_bytes=config.journal.min_free_mb * 2**20
-    )
+        config.gateway.state_dir / JOURNAL_FILE, identity.gw, min_free_bytes=config.journal.min_free_mb * 2**20,
+        clock_margin_s=config.line.clock_margin_s,
+    )  # fmt: skip
 
 
 async def load_lease_file(config: AgentConfig, data: bytes) -> CheckedLease:
@@ -95,6 +97,7 @@ class AgentService:
         self.keeper: LeaseKeeper | None = None
         self._progress_due: set[str] = set()
         self._progress_wake = asyncio.Event()
+        self._health_wake = asyncio.Event()
 
     @property
     def gw(self) -> str:
@@ -125,7 +128,7 @@ class AgentService:
         )  # fmt: skip
         self.uplink = uplink
         keeper = LeaseKeeper(
-            self.config.lease, keeper_certificate(self.config), journal, uplink, self.identity.public, self.issuers,
+            self.config.lease, keeper_certificate(self.config), journal, uplink, self.identity, self.issuers,
             on_lease=lambda checked: self._progress_changed(checked.lease.cert_no),
         )  # fmt: skip
         self.keeper = keeper
@@ -134,6 +137,7 @@ class AgentService:
             uplink.records_changed()
             keeper.wake()  # a slot may have been spent: the keeper looks at what is left
 
+        journal.add_freeze_listener(lambda _freeze: self._health_wake.set())  # dashboards learn of it at once
         self.line = Line(
             journal, radios, self.identity, self.issuers, self.config.line, debug=self.config.debug,
             on_event=self._publish_event, on_records=records_changed,
@@ -194,10 +198,13 @@ class AgentService:
 
     async def _health(self, journal: Journal, uplink: Uplink) -> None:
         while True:
+            self._health_wake.clear()
             seq, _ = await journal.head()
             disk = shutil.disk_usage(self.config.gateway.state_dir)
+            frozen = journal.frozen
             await uplink.publish_health({
                 "journal_seq": seq, "acked_seq": await journal.acked(),
                 "disk_free_mb": disk.free // 2**20, "at": int(time.time()), "pid": os.getpid(),
+                "frozen": None if frozen is None else frozen.as_dict(),
             })  # fmt: skip
-            await asyncio.sleep(HEALTH_PERIOD_S)
+            await wait_event(self._health_wake, HEALTH_PERIOD_S)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simulator.firmware import DeviceState, Fault, Faults, Firmware
-from simulator.mcu import MCU_REPLY_TIMEOUT, GeneralFirmware, SimulatedMcu
+from simulator.mcu import MCU_REPLY_TIMEOUT, GeneralFirmware, McuFault, SimulatedMcu
 from simulator.wifi import ANNOUNCE_INTERVAL, LinkFault, WifiDevice
 from wire.device import Firmware as FirmwareKind
 from wire.device import Radio
@@ -29,6 +29,8 @@ class UnitSpec:
     slow_s: float = 0.5
     link_fault: LinkFault = LinkFault.NONE  # Wi-Fi only so far
     fw_version: str = "1.0.0"
+    mcu_fault: McuFault = McuFault.NONE  # general firmware only: how its MCU misbehaves
+    mcu_silent_s: float = 1.0  # how long McuFault.SILENT_AFTER_SET keeps the MCU silent
 
     def __post_init__(self) -> None:
         check_sn(self.sn, "unit sn")
@@ -74,7 +76,8 @@ async def build_wifi_line(
         line = WifiLine()
         for spec in units:
             if spec.firmware is FirmwareKind.GENERAL:
-                mcu = line.mcus[spec.sn] = await stack.enter_async_context(SimulatedMcu(spec.pid))
+                simulated = SimulatedMcu(spec.pid, fault=spec.mcu_fault, silent_s=spec.mcu_silent_s)
+                mcu = line.mcus[spec.sn] = await stack.enter_async_context(simulated)
                 state = DeviceState(spec.sn, spec.pid, spec.firmware, spec.radio, spec.fw_version)
                 faults = Faults(spec.fault, times=spec.fault_times, slow_s=spec.slow_s)
                 general = GeneralFirmware(state, issuers, mcu_port=mcu.port, mcu_timeout=mcu_timeout, faults=faults)

@@ -45,14 +45,20 @@ class McuFault(StrEnum):
     DROP_SET_ACK = "drop_set_ack"  # apply SET_PID but send no ack
     IGNORE_SET = "ignore_set"  # neither apply SET_PID nor ack it (queries are still answered)
     REFUSE_SET = "refuse_set"  # answer SET_PID with REFUSED and keep the PID
+    SILENT_AFTER_SET = "silent_after_set"  # apply SET_PID, then answer nothing at all for `silent_s` (a brown-out)
 
 
 class SimulatedMcu:
     """An MCU holding the PID; use as `async with SimulatedMcu(pid) as mcu:` and give `mcu.port` to the module."""
 
-    def __init__(self, pid: str, *, version: str = "1.0.0", mode: int = 0, fault: McuFault = McuFault.NONE) -> None:
+    def __init__(
+        self, pid: str, *, version: str = "1.0.0", mode: int = 0, fault: McuFault = McuFault.NONE,
+        silent_s: float = 1.0,
+    ) -> None:  # fmt: skip
         self.info = ProductInfo(pid=pid, version=version, mode=mode)
         self.fault = fault
+        self.silent_s = silent_s
+        self._silent_until = 0.0
         self.port = ""
         self.queries = 0
         self.set_requests: list[str] = []
@@ -112,7 +118,7 @@ class SimulatedMcu:
                 self._write(mcu_uart.encode(answer))
 
     def _answer(self, frame: McuFrame) -> McuFrame | None:
-        if self.fault is McuFault.SILENT:
+        if self.fault is McuFault.SILENT or asyncio.get_running_loop().time() < self._silent_until:
             return None
         if frame.cmd == McuCommand.PRODUCT_QUERY:
             self.queries += 1
@@ -139,7 +145,10 @@ class SimulatedMcu:
             else:
                 self.info = self.info.model_copy(update={"pid": pid})
                 status = SetPidStatus.OK
-            if self.fault is McuFault.DROP_SET_ACK:
+            if self.fault is McuFault.SILENT_AFTER_SET:
+                self._silent_until = asyncio.get_running_loop().time() + self.silent_s
+                log.info("mcu: took PID %s, now silent for %.1f s (fault)", pid, self.silent_s)
+            if self.fault in (McuFault.DROP_SET_ACK, McuFault.SILENT_AFTER_SET):
                 return None
         return McuFrame(mcu_uart.VERSION_MCU, McuCommand.SET_PID, bytes([status]))
 

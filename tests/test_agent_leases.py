@@ -37,8 +37,8 @@ from tests.helpers import NEW_PID, ORIGINAL_PID, Issuer
 from tests.uplink_support import eventually, running
 from wire import topics
 from wire.keys import KeyRing, SigningKey
-from wire.lease_request import LEASE_OP, AnswerCode, LeaseAnswer, LeaseRequest, lease_request_from_cbor
-from wire.tokens import Checkpoint, Grant, LeaseBundle, sign
+from wire.lease_request import LEASE_OP, AnswerCode, LeaseAnswer, LeaseRequest
+from wire.tokens import Checkpoint, Grant, LeaseBundle, sign, verify
 
 WAIT_S = 10.0
 POLL_S = 0.01
@@ -85,12 +85,12 @@ class Rig:
     def keeper(self, on_lease: Callable[[CheckedLease], None] | None = None, **lease: Any) -> LeaseKeeper:
         config = LeaseConfig(cert_no=self.cert_no, **{**KEEPER, **lease})
         return LeaseKeeper(
-            config, config.cert_no, self.journal, self.uplink, self.identity.public, self.issuers, on_lease=on_lease
+            config, config.cert_no, self.journal, self.uplink, self.identity, self.issuers, on_lease=on_lease
         )
 
     async def ask(self, slots: int = 4, timeout: float = 2.0) -> CheckedLease:
         return await request_lease(
-            self.uplink, self.journal, self.identity.public, self.issuers, self.cert_no, slots,
+            self.uplink, self.journal, self.identity, self.issuers, self.cert_no, slots,
             valid_s=None, timeout=timeout,
         )  # fmt: skip
 
@@ -195,7 +195,7 @@ class Responder:
     """Stands where the platform's worker would: answers each lease request with what the test chooses."""
 
     broker: PrivateBroker
-    gw: str
+    gateway: GatewayIdentity
     answer: AnswerFor
     echo_correlation: bool = False
     requests: list[LeaseRequest] = field(default_factory=list)
@@ -203,23 +203,25 @@ class Responder:
 
     async def run(self) -> None:
         async with aiomqtt.Client(self.broker.host, self.broker.port, protocol=aiomqtt.ProtocolVersion.V5) as client:
-            await client.subscribe(topics.request(self.gw, LEASE_OP), qos=1)
+            await client.subscribe(topics.request(self.gateway.gw, LEASE_OP), qos=1)
             self.ready.set()
             async for message in client.messages:
                 assert isinstance(message.payload, bytes)
-                request = lease_request_from_cbor(message.payload)
+                # The request is a token signed by the gateway key, in its own name.
+                request = verify(message.payload, LeaseRequest, KeyRing([self.gateway.public]))
+                assert request.gw == self.gateway.gw
                 self.requests.append(request)
                 props = None
                 if self.echo_correlation and message.properties is not None:
                     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
                     props.CorrelationData = getattr(message.properties, "CorrelationData", None)
                 for payload in self.answer(request):
-                    await client.publish(topics.response(self.gw, LEASE_OP), payload, qos=1, properties=props)
+                    await client.publish(topics.response(self.gateway.gw, LEASE_OP), payload, qos=1, properties=props)
 
 
 @asynccontextmanager
 async def responding(rig: Rig, answer: AnswerFor, *, echo_correlation: bool = False) -> AsyncIterator[Responder]:
-    responder = Responder(rig.broker, rig.identity.gw, answer, echo_correlation)
+    responder = Responder(rig.broker, rig.identity, answer, echo_correlation)
     async with running(responder.run(), "responder"):
         async with asyncio.timeout(WAIT_S):
             await responder.ready.wait()

@@ -23,6 +23,7 @@ from agent.journal import (
 from tests.test_journal import DATA, GW, NEW, OLD, T0, Clock, make_lease, records, reserve
 from wire.chain import ChainChecker
 from wire.records import CLOSE_RADIO, RecordKind, record_from_cbor
+from wire.refusals import RefusalReason
 
 
 @pytest.fixture
@@ -191,7 +192,7 @@ async def test_an_ack_past_our_head_freezes_the_gateway_durably(path: Path, cloc
         with pytest.raises(JournalFrozenError):
             await journal.close_lease("LB01", "done")
         assert await journal.recover() == []
-        await journal.note_refusal("C1", "SN0200", "journal_restored")  # refusals are still counted
+        await journal.note_refusal("C1", "SN0200", RefusalReason.JOURNAL_RESTORED)  # refusals are still counted
         assert await journal.head() == head
     async with await Journal.open(path, GW, clock=clock) as journal:
         assert journal.frozen is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -233,3 +234,23 @@ async def test_lost_set_ack_is_settled_by_the_product_query() -> None:
         answer = await link.rebadge(lease, grant, ANSWER)
         assert (answer.status, answer.pid) == (Status.OK, NEW_PID)
         assert line.mcus[SN].pid == NEW_PID
+
+
+async def test_an_mcu_that_applies_then_goes_silent_makes_the_module_answer_busy() -> None:
+    issuer, gateway = Issuer(), SigningKey.generate()
+    lease, grant = rebadge_tokens(issuer, gateway)
+    async with general_line(issuer) as (radio, line):
+        mcu, module = line.mcus[SN], line[SN].firmware
+        mcu.fault, mcu.silent_s = McuFault.SILENT_AFTER_SET, MCU_WAIT * 8
+        async with radio.connect(SN, FIND) as link:
+            answer = await link.rebadge(lease, grant, ANSWER)
+            # The module could not confirm the PID, so it says busy; the MCU took it all the same.
+            assert (answer.status, answer.pid) == (Status.BUSY, ORIGINAL_PID)
+            assert mcu.pid == NEW_PID
+            assert module.state.receipt is None
+            with pytest.raises(DeviceTimeoutError):
+                await link.info(MCU_WAIT * 2)  # still silent: the module cannot read its MCU, so it says nothing
+        await asyncio.sleep(MCU_WAIT * 8)
+        async with radio.connect(SN, FIND) as link:
+            after = await link.info(ANSWER)
+    assert (after.pid, after.receipt) == (NEW_PID, None)  # the new PID without a receipt: neither done nor undone

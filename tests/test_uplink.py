@@ -18,7 +18,7 @@ import pytest
 
 from agent.config import MqttConfig, TlsConfig
 from agent.errors import AckTimeoutError, ConfigError
-from agent.journal import Journal
+from agent.journal import AckOutcome, AckResult, Journal
 from agent.uplink import Uplink, UplinkTiming
 from agent.uplink.connection import Backoff
 from agent.uplink.discovery import COUNTERS, config_topic
@@ -149,8 +149,6 @@ async def test_forged_garbled_and_foreign_acks_are_ignored(
         b"\x00garbage",
         sign(Ack(gw=gateway.gw, seq=head, head=digest, at=1), stranger),  # not the pinned issuer
         sign(Ack(gw="0123456789abcdef", seq=head, head=digest, at=1), gateway.issuer.key),  # another gateway's
-        sign(Ack(gw=gateway.gw, seq=head, head=bytes(32), at=1), gateway.issuer.key),  # another chain
-        sign(Ack(gw=gateway.gw, seq=head + 5, head=digest, at=1), gateway.issuer.key),  # beyond our head
         sign(Checkpoint(gw=gateway.gw, seq=head, head=digest, at=1), gateway.issuer.key),  # not an ack at all
     ]
     caplog.set_level(logging.WARNING, logger="agent.uplink")
@@ -161,11 +159,41 @@ async def test_forged_garbled_and_foreign_acks_are_ignored(
         await wait_logged(caplog, "ack", count=len(bad))
         assert await gateway.journal.acked() == 0
         assert len(await gateway.journal.pending(0, 100)) == head
+        assert gateway.journal.frozen is None  # nothing that does not verify as our issuer's ack of us counts
         assert not task.done()
         good = sign(Ack(gw=gateway.gw, seq=head, head=digest, at=1), gateway.issuer.key)
         await client.publish(topics.ack(gateway.gw), good, qos=1, retain=True)
         await uplink.wait_acked(head, WAIT_S)
     assert await gateway.journal.pending(0, 100) == []
+
+
+async def test_a_signed_ack_of_another_chain_freezes_until_a_later_matching_ack(
+    broker: Broker, gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    head = await gateway.scan(2)
+    _, digest = await gateway.journal.head()
+    uplink = uplink_for(gateway, broker.port)
+
+    def ack(seq: int, at: int, head: bytes = digest) -> bytes:
+        return sign(Ack(gw=gateway.gw, seq=seq, head=head, at=at), gateway.issuer.key)
+
+    caplog.set_level(logging.WARNING, logger="agent.uplink")
+    async with running(uplink.run(), "uplink"), aiomqtt.Client("127.0.0.1", broker.port) as client:
+        await uplink.wait_connected(WAIT_S)
+        await client.publish(topics.ack(gateway.gw), ack(head + 5, 10), qos=1, retain=True)  # beyond our head
+        await eventually(lambda: gateway.journal.frozen is not None)
+        await client.publish(topics.ack(gateway.gw), ack(head, 10, bytes(32)), qos=1, retain=True)  # another chain
+        await client.publish(topics.ack(gateway.gw), ack(head, 10), qos=1, retain=True)  # matches, but not newer
+        await wait_logged(caplog, "the gateway stays frozen", count=2)
+        await client.publish(topics.ack(gateway.gw), ack(head, 9), qos=1, retain=True)  # older: a replay
+        await wait_logged(caplog, "older than the newest ack applied (a replay)")
+        assert gateway.journal.frozen is not None
+        assert await gateway.journal.acked() == 0
+        await client.publish(topics.ack(gateway.gw), ack(head, 11), qos=1, retain=True)  # reinstated, rebased
+        await uplink.wait_acked(head, WAIT_S)
+    assert gateway.journal.frozen is None
+    assert await gateway.journal.pending(0, 100) == []
+    assert any("shows another chain than this journal's" in r.getMessage() for r in caplog.records)
 
 
 async def test_broker_restart_loses_no_record(broker: Broker, gateway: Gateway) -> None:
@@ -207,8 +235,8 @@ async def test_sender_keeps_a_bounded_window_and_resends_without_acks(gateway: G
         await eventually(lambda: len(sent) >= 4)
         assert sent[2:] == [(1, 2), (3, 4)]  # no ack in time: the same records again, from acked + 1
         rec = (await gateway.journal.pending(3, 1))[0]
-        retired = await sender.on_ack(sign(Ack(gw=gateway.gw, seq=4, head=rec.digest(), at=1), gateway.issuer.key))
-        assert retired == 4
+        applied = await sender.on_ack(sign(Ack(gw=gateway.gw, seq=4, head=rec.digest(), at=1), gateway.issuer.key))
+        assert applied == AckResult(AckOutcome.RETIRED, 4)
         await eventually(lambda: (5, 6) in sent and (7, 8) in sent)
         assert sent[4:6] == [(5, 6), (7, 8)]
 

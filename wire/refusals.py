@@ -57,6 +57,10 @@ class OutcomeReason(StrEnum):
     READ_BACK_MISMATCH = "read_back_mismatch"  # in doubt: the unit reads back neither unchanged nor with our receipt
 
 
+# Every reason a scan event may carry.
+ScanReason = RefusalReason | OutcomeReason
+
+
 def status_reason(status: Status) -> RefusalReason:
     """The refusal for a unit that answered `status` and then read back unchanged."""
     if status in (Status.OK, Status.ALREADY_DONE):

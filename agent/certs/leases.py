@@ -8,6 +8,7 @@ from typing import TypeVar
 from agent.errors import LeaseError
 from wire.errors import BadSignatureError, MalformedError, UnknownKeyError, WireError, WrongKindError
 from wire.keys import KeyRing, PublicKey
+from wire.refusals import RefusalReason
 from wire.tokens import Certificate, Lease, LeaseBundle, decode_bundle, token_hash, verify
 
 T = TypeVar("T", Lease, Certificate)
@@ -31,14 +32,14 @@ def _verify(token: bytes, cls: type[T], issuers: KeyRing) -> T:
         raise LeaseError(
             f"{what} is signed by key {exc.kid.hex() if exc.kid else '?'}, which this gateway does not pin; "
             "check trust.issuer_keys",
-            reason="unknown_key",
+            reason=RefusalReason.UNKNOWN_KEY,
         ) from exc
     except WrongKindError as exc:
-        raise LeaseError(f"not a {what}: {exc}", reason="wrong_kind") from exc
+        raise LeaseError(f"not a {what}: {exc}", reason=RefusalReason.WRONG_KIND) from exc
     except BadSignatureError as exc:
-        raise LeaseError(f"{what} signature is forged or damaged: {exc}", reason="bad_signature") from exc
+        raise LeaseError(f"{what} signature is forged or damaged: {exc}", reason=RefusalReason.BAD_SIGNATURE) from exc
     except MalformedError as exc:
-        raise LeaseError(f"{what} is malformed: {exc}", reason="malformed") from exc
+        raise LeaseError(f"{what} is malformed: {exc}", reason=RefusalReason.MALFORMED) from exc
 
 
 def check_lease(
@@ -51,18 +52,22 @@ def check_lease(
         raise LeaseError(
             f"lease {lease.lease_id} names certificate {lease.cert_no} but not this certificate "
             f"({cert.cert_no}); load the certificate the platform issued with it",
-            reason="certificate_mismatch",
+            reason=RefusalReason.CERTIFICATE_MISMATCH,
         )
     if (lease.original_pid, lease.new_pid) != (cert.original_pid, cert.new_pid):
-        raise LeaseError(f"lease {lease.lease_id} PIDs differ from its certificate's", reason="certificate_mismatch")
+        raise LeaseError(
+            f"lease {lease.lease_id} PIDs differ from its certificate's", reason=RefusalReason.CERTIFICATE_MISMATCH
+        )
     if lease.gateway_key != gateway.raw or lease.gateway_kid != gateway.kid:
         raise LeaseError(
             f"lease {lease.lease_id} belongs to gateway {lease.gateway_kid.hex()}, not this one ({gateway.kid.hex()}); "
             "request a lease for this gateway",
-            reason="wrong_gateway",
+            reason=RefusalReason.WRONG_GATEWAY,
         )
     if not 0 <= lease.slot_lo < lease.slot_hi <= cert.quantity:
-        raise LeaseError(f"lease {lease.lease_id} slots lie outside its certificate", reason="certificate_mismatch")
+        raise LeaseError(
+            f"lease {lease.lease_id} slots lie outside its certificate", reason=RefusalReason.CERTIFICATE_MISMATCH
+        )
     check_window(lease, cert, now)
     return CheckedLease(lease, lease_token, cert, cert_token)
 
@@ -70,12 +75,15 @@ def check_lease(
 def check_window(lease: Lease, cert: Certificate, now: float) -> None:
     """Refuse a certificate or lease outside its validity window at `now`."""
     if now < cert.nbf:
-        raise LeaseError(f"certificate {cert.cert_no} is not valid before {cert.nbf}", reason="not_yet_valid")
+        raise LeaseError(
+            f"certificate {cert.cert_no} is not valid before {cert.nbf}", reason=RefusalReason.NOT_YET_VALID
+        )
     if now >= cert.exp:
-        raise LeaseError(f"certificate {cert.cert_no} expired at {cert.exp}", reason="expired")
+        raise LeaseError(f"certificate {cert.cert_no} expired at {cert.exp}", reason=RefusalReason.EXPIRED)
     if now >= lease.exp:
         raise LeaseError(
-            f"lease {lease.lease_id} expired at {lease.exp}; request a new lease from the platform", reason="expired"
+            f"lease {lease.lease_id} expired at {lease.exp}; request a new lease from the platform",
+            reason=RefusalReason.EXPIRED,
         )
 
 
@@ -84,5 +92,5 @@ def check_bundle(data: bytes, issuers: KeyRing, gateway: PublicKey, now: float) 
     try:
         bundle: LeaseBundle = decode_bundle(data)
     except WireError as exc:
-        raise LeaseError(f"not a lease file: {exc}", reason="malformed") from exc
+        raise LeaseError(f"not a lease file: {exc}", reason=RefusalReason.MALFORMED) from exc
     return check_lease(bundle.lease, bundle.certificate, issuers, gateway, now)

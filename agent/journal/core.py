@@ -50,6 +50,7 @@ from agent.journal.opening import load, open_error, prepare_files
 from wire.errors import MalformedError
 from wire.ids import check_pid, check_sn
 from wire.records import Record, RecordKind, close_record, record_from_cbor
+from wire.refusals import RefusalReason
 from wire.tokens import Certificate, Lease
 
 log = logging.getLogger(__name__)
@@ -375,7 +376,7 @@ class Journal:
         rows = await self._fetch(q.CONFIRMED_ATTEMPT_OF_SN, (sn, new_pid))
         return attempt_from_row(rows[0]) if rows else None
 
-    async def note_refusal(self, cert_no: str, sn: str, reason: str) -> None:
+    async def note_refusal(self, cert_no: str, sn: str, reason: RefusalReason) -> None:
         """Count a scan the line refused (for progress); it spends no slot and is not chained."""
 
         async def body(txn: _Txn) -> None:

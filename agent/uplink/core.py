@@ -23,10 +23,10 @@ from agent.uplink.connection import Backoff, LastWill, close_client, make_client
 from agent.uplink.discovery import discovery_configs
 from agent.uplink.outbox import Outbox
 from agent.uplink.records import RecordJournal, RecordSender, SignCheckpoint, shown
-from agent.uplink.requests import Answer, PendingRequests
+from agent.uplink.requests import Answer, PendingRequests, Signed
 from wire import topics
 from wire.keys import KeyRing
-from wire.lease_request import LEASE_OP, RELEASE_OP, LeaseAnswer, LeaseRequest, ReleaseAnswer, ReleaseRequest
+from wire.lease_request import LeaseAnswer, LeaseRequest, Release, ReleaseAnswer, SignedRequest
 from wire.topics import ProgressPayload, ScanCommand, ScanEvent, StatusPayload
 
 log = logging.getLogger(__name__)
@@ -187,17 +187,24 @@ class Uplink:
         finally:
             self._requests.close(op, request_id)
 
-    async def request_lease(self, request: LeaseRequest, timeout: float) -> LeaseAnswer:
-        """Ask the platform for a lease (`req/lease`); the answer may be a refusal."""
-        answer = await self.request(LEASE_OP, request.id, request.to_cbor(), timeout)
+    async def request_lease(self, signed: Signed[LeaseRequest], timeout: float) -> LeaseAnswer:
+        """Ask the platform for a lease (`req/lease`) with a signed request; the answer may be a refusal."""
+        answer = await self._signed(signed, timeout)
         assert isinstance(answer, LeaseAnswer), "res/lease answers decode as LeaseAnswer"
         return answer
 
-    async def request_release(self, request: ReleaseRequest, timeout: float) -> ReleaseAnswer:
-        """Hand a lease's unused slots back (`req/release`); the answer may ask to resend later."""
-        answer = await self.request(RELEASE_OP, request.id, request.to_cbor(), timeout)
+    async def request_release(self, signed: Signed[Release], timeout: float) -> ReleaseAnswer:
+        """Ask what came back of a closed lease (`req/release`); the answer may ask to resend later."""
+        answer = await self._signed(signed, timeout)
         assert isinstance(answer, ReleaseAnswer), "res/release answers decode as ReleaseAnswer"
         return answer
+
+    async def _signed(self, signed: Signed[SignedRequest], timeout: float) -> Answer:
+        if signed.request.gw != self.gw:
+            raise UplinkError(
+                f"a {signed.op} request in the name of gateway {signed.request.gw} is not sent by gateway {self.gw}"
+            )
+        return await self.request(signed.op, signed.request.id, signed.token, timeout)
 
     @property
     def ignored_answers(self) -> int:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from agent.errors import JournalError
+from agent.journal.models import AckOutcome, AckResult
 from wire import topics
 from wire.errors import WireError
 from wire.keys import KeyRing
@@ -44,8 +45,8 @@ class RecordJournal(Protocol):
         """Retained records with seq > after_seq, oldest first."""
         ...
 
-    async def apply_ack(self, seq: int, head: bytes) -> int:
-        """Retire records up to seq once the ack names our digest there."""
+    async def apply_ack(self, seq: int, head: bytes, at: int) -> AckResult:
+        """Retire records up to seq once the ack names our digest there; freeze on an ack of another chain."""
         ...
 
 
@@ -151,8 +152,12 @@ class RecordSender:
         log.debug("uplink: sent records %d..%d", records[0].seq, last.seq)
         return last.seq
 
-    async def on_ack(self, token: bytes) -> int | None:
-        """Verify a signed ack and retire what it covers; a forged, garbled or foreign ack retires nothing."""
+    async def on_ack(self, token: bytes) -> AckResult | None:
+        """Verify a signed ack and apply it; a forged, garbled or foreign ack does nothing (None).
+
+        Only a verified ack of this gateway reaches the journal, which retires what it covers, or freezes the
+        gateway when it shows another chain than ours (the journal was restored from a backup).
+        """
         if not token:
             return None  # the retained ack was cleared
         try:
@@ -164,11 +169,20 @@ class RecordSender:
             log.warning("uplink: ignoring an ack for gateway %s; this gateway is %s", ack.gw, self._gw)
             return None
         try:
-            retired = await self._journal.apply_ack(ack.seq, ack.head)
+            applied = await self._journal.apply_ack(ack.seq, ack.head, ack.at)
         except JournalError as exc:
             log.warning("uplink: ack for seq %d not applied: %s", ack.seq, exc)
             return None
+        if applied.outcome is AckOutcome.REPLAYED:
+            log.warning("uplink: ignoring an ack for seq %d of time %d: older than the newest ack applied (a replay)",
+                        ack.seq, ack.at)  # fmt: skip
+        elif applied.outcome is AckOutcome.FROZE:
+            log.error("uplink: the platform's ack for seq %d shows another chain than this journal's; "
+                      "the gateway is frozen", ack.seq)  # fmt: skip
+        elif applied.outcome is AckOutcome.STILL_FROZEN:
+            log.warning("uplink: the gateway stays frozen: the ack for seq %d does not lift it (only an ack newer "
+                        "than the one that froze it, matching this journal, does)", ack.seq)  # fmt: skip
         pulse, self._ack_pulse = self._ack_pulse, asyncio.Event()
         pulse.set()
         self.wake()
-        return retired
+        return applied

@@ -1,28 +1,40 @@
 """Requests to the platform (`req/{op}`) and their answers (`res/{op}`): one future per request id.
 
-An answer is matched by the `id` in its payload, or, when the platform could not read that far (it answers with an
-empty id), by the MQTT 5 correlation data it echoes. Answers that do not parse, or that match no pending request,
-are logged and dropped: a stale or forged answer must never reach a caller that did not ask.
+A request is a COSE_Sign1 token signed by the gateway key, naming the gateway, with a fresh nonce and the
+gateway's time (`signed_request`); the platform refuses a replayed or unsigned one. An answer is matched by the
+`id` in its payload, or, when the platform could not read that far (it answers with an empty id), by the MQTT 5
+correlation data it echoes. Answers that do not parse, or that match no pending request, are logged and dropped:
+a stale or forged answer must never reach a caller that did not ask.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from agent.errors import UplinkError
 from agent.uplink.records import shown
 from wire import topics
 from wire.errors import WireError
+from wire.keys import SigningKey
 from wire.lease_request import (
     LEASE_OP,
     RELEASE_OP,
     LeaseAnswer,
+    LeaseRequest,
+    Release,
     ReleaseAnswer,
+    SignedRequest,
     lease_answer_from_cbor,
+    new_nonce,
     release_answer_from_cbor,
 )
+from wire.tokens import sign
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +44,34 @@ ANSWER_DECODERS: dict[str, Callable[[bytes], Answer]] = {
     LEASE_OP: lease_answer_from_cbor,
     RELEASE_OP: release_answer_from_cbor,
 }
+
+
+R = TypeVar("R", bound=SignedRequest)
+R_co = TypeVar("R_co", bound=SignedRequest, covariant=True)
+# The operation each kind of request goes out on.
+OPS: dict[type[SignedRequest], str] = {LeaseRequest: LEASE_OP, Release: RELEASE_OP}
+
+
+@dataclass(frozen=True)
+class Signed(Generic[R_co]):
+    """A request and its token (what is published), signed by the gateway key."""
+
+    request: R_co
+    token: bytes
+
+    @property
+    def op(self) -> str:
+        """The operation it goes out on (`req/{op}`)."""
+        return OPS[type(self.request)]
+
+
+def signed_request(
+    cls: type[R], key: SigningKey, *, clock: Callable[[], float] = time.time, **fields: Any
+) -> Signed[R]:
+    """A fresh request of `cls` from the gateway of `key`: an unguessable id, a fresh nonce, the gateway's time."""
+    op = OPS[cls]
+    request = cls(id=f"{op}-{secrets.token_hex(8)}", gw=key.kid.hex(), nonce=new_nonce(), at=int(clock()), **fields)
+    return Signed(request, sign(request, key))
 
 
 class PendingRequests:
