@@ -42,7 +42,7 @@ CLI_CONNECT_TIMEOUT_S = 20.0
 # What a person should do about each refusal (the CLI prints it; the keeper logs it).
 ANSWER_ADVICE: dict[AnswerCode, str] = {
     AnswerCode.NO_SLOTS: "every slot of the certificate is leased or spent; wait for other gateways' leases to "
-    "expire or be released, or apply for a certificate with a larger quantity",
+    "be closed or written off, or apply for a certificate with a larger quantity",
     AnswerCode.NOT_FOUND: "the platform has no such certificate for this gateway's organisation; check the "
     "certificate number (lease.cert_no or --cert)",
     AnswerCode.REFUSED: "the certificate is not approved, revoked or expired, or this gateway is revoked; ask the "
