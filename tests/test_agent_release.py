@@ -5,6 +5,7 @@ tested in the cloud tests)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -257,3 +258,20 @@ async def test_release_lease_refuses_open_attempts_unless_forced_and_works_offli
     assert "left in doubt for good: SN000001 (slot 1); its slot counts as spent" in forced.output
     assert "the MQTT broker is not reachable: the close stays in the journal" in forced.output
     assert await closed_seq(state_dir, identity) == 5
+
+
+async def test_status_reports_the_freeze_and_closed_leases(tmp_path: Path) -> None:
+    issuer, state_dir = Issuer(), tmp_path / "gw"
+    identity = await prepared(state_dir, issuer, confirmed=1)
+    async with await Journal.open(state_dir / JOURNAL_FILE, identity.gw) as journal:
+        await journal.close_lease(LEASE_ID, "line moved")
+        await journal.apply_ack(9, bytes(32), int(time.time()))  # the platform holds more of our chain than we do
+    config = config_file(tmp_path / "agent.toml", state_dir, issuer, None)
+    result = await cli("status", "-c", str(config))
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.output)
+    assert status["frozen"]["ack_seq"] == 9
+    assert status["frozen"]["message"].startswith(
+        "this gateway's journal was restored from a backup; the platform has frozen it"
+    )
+    assert [(lease["lease_id"], lease["closed_seq"]) for lease in status["leases"]] == [(LEASE_ID, 3)]

@@ -11,12 +11,15 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
+
+from agent.config import load_config
 from agent.service import load_lease_file
 from rebadge.broker import PrivateBroker
 from simulator.firmware import Fault
 from simulator.goods import UnitSpec, WifiLine, build_wifi_line
 from simulator.mcu import McuFault
-from tests.e2e_support import ANNOUNCE_S, Gateway, RunningAgent, listening, running_agent
+from tests.e2e_support import ANNOUNCE_S, Gateway, RunningAgent, is_event, listening, running_agent, send_scan
 from tests.helpers import NEW_PID, ORIGINAL_PID, Issuer
 from wire import topics
 from wire.device import Firmware
@@ -32,12 +35,13 @@ MCU_WAIT_S = 0.2
 @asynccontextmanager
 async def line_of(
     tmp_path: Path, broker: PrivateBroker, specs: Sequence[UnitSpec], *, slots: int, valid_s: int = 3600,
-    margin_s: float = 0.0,
+    margin_s: float = 0.0, scan_commands: bool = True,
 ) -> AsyncIterator[tuple[Issuer, Gateway, WifiLine, RunningAgent]]:  # fmt: skip
     """A gateway holding one lease of `slots` slots, the goods announcing themselves to it, and the agent running."""
     issuer = Issuer()
     gateway = Gateway.create(tmp_path, issuer.key.public, broker)
     gateway.settings["line"].update({"rebadge_timeout_s": 3.0, "clock_margin_s": margin_s})
+    gateway.settings["scanner"]["mqtt"] = scan_commands
     bundle = issuer.bundle(gateway.identity.public, quantity=slots, exp=int(time.time()) + valid_s)
     await load_lease_file(gateway.config, bundle)
     async with (
@@ -67,14 +71,14 @@ async def test_a_brown_out_mcu_never_yields_more_units_than_slots(tmp_path: Path
     ]
     async with line_of(tmp_path, broker, specs, slots=3) as (_, _, goods, agent):
         events = [await agent.scan(spec.sn) for spec in specs]
+        counts = await agent.counts(CERT_NO)
+        new = carrying_new_pid(goods)
+        assert len(new) <= 3, f"{len(new)} units carry the new PID on a lease of 3"
+        assert (counts.confirmed + counts.in_doubt, counts.remaining) == (len(new), 0)
+        assert new == sorted(s.sn for s in specs[:3])
         assert [e.result for e in events] == [Result.IN_DOUBT] * 3 + [Result.REFUSED]
         assert [e.reason for e in events] == ["read_back_failed"] * 3 + ["quota_exhausted"]
         assert "answered busy" in events[0].message
-        counts = await agent.counts(CERT_NO)
-        new = carrying_new_pid(goods)
-        assert len(new) <= 3
-        assert new == sorted(s.sn for s in specs[:3])
-        assert (counts.confirmed + counts.in_doubt, counts.remaining) == (len(new), 0)
         assert goods[specs[3].sn].firmware.rebadge_requests == 0
 
         await asyncio.sleep(1.2)  # the MCUs answer again
@@ -151,5 +155,17 @@ async def test_a_lease_within_the_clock_margin_is_refused_as_expiring(tmp_path: 
         assert (event.result, event.reason) == (Result.REFUSED, "lease_expiring")
         assert "expire within 300 s (line.clock_margin_s)" in event.message
         assert "request a new lease" in event.message
+        assert goods[unit.sn].firmware.rebadge_requests == 0
+        assert await agent.head() == 0
+
+
+async def test_scan_commands_are_not_taken_unless_turned_on(tmp_path: Path, broker: PrivateBroker) -> None:
+    assert load_config(None).scanner.mqtt is False  # off by default: a scan command is not authenticated
+    unit = UnitSpec(sn="CMD-0001", pid=ORIGINAL_PID)
+    async with line_of(tmp_path, broker, [unit], slots=3, scan_commands=False) as (_, gateway, goods, agent):
+        async with listening(broker, gateway.gw) as (heard, client):
+            await send_scan(client, gateway.gw, unit.sn, "cmd-1")
+            with pytest.raises(AssertionError, match="not heard"):
+                await heard.wait_for(is_event(gateway.gw, "cmd-1"), "a scan event", timeout=1.0)
         assert goods[unit.sn].firmware.rebadge_requests == 0
         assert await agent.head() == 0
