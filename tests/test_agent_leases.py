@@ -28,6 +28,7 @@ from agent.journal import Attempt, Journal
 from agent.leases import LeaseKeeper, TopUp, request_lease
 from agent.service import JOURNAL_FILE
 from agent.uplink import Uplink, UplinkTiming
+from cloud_bridge.accounts import Actor, Role
 from cloud_bridge.leases import LeasePolicy
 from cloud_bridge.platform import Platform
 from cloud_bridge.worker import IngestWorker
@@ -42,6 +43,7 @@ from wire.tokens import Checkpoint, Grant, LeaseBundle, sign, verify
 
 WAIT_S = 10.0
 POLL_S = 0.01
+AUDITOR = Actor(Role.AUDITOR, None, name="audit-1")
 FAST = UplinkTiming(connect_timeout_s=5.0, mqtt_timeout_s=2.0, offline_publish_timeout_s=1.0)
 KEEPER = {
     "low_water": 2, "request_slots": 4, "request_timeout_s": 2.0, "retry_min_s": 0.05, "retry_max_s": 0.2,
@@ -124,7 +126,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 async def platform(tmp_path: Path, clock: Clock) -> AsyncIterator[Platform]:
-    policy = LeasePolicy(max_slots=50, valid_s=3600, return_grace_s=0)
+    policy = LeasePolicy(max_slots=50, valid_s=3600)
     p = await Platform.open(tmp_path / "cloud", clock=clock, policy=policy)
     yield p
     await p.close()
@@ -302,13 +304,16 @@ async def test_no_slots_is_logged_stores_nothing_and_is_retried(
 ) -> None:
     caplog.set_level(logging.INFO, logger="agent.leases")
     async with rig_of(platform, broker, tmp_path / "gw", quantity=4) as rig:
-        await platform.issue_lease(rig.cert_no, SigningKey.generate().public, 4, valid_s=60)  # another line has all
-        keeper = rig.keeper()
+        other, _, _ = await platform.issue_lease(rig.cert_no, SigningKey.generate().public, 4, valid_s=60)
+        keeper = rig.keeper()  # another line has every slot
         async with worker_on(platform, broker), running(keeper.run(), "keeper"):
             await eventually(lambda: keeper.requests >= 3)
             assert await rig.lease_ranges() == []
-            clock.skew += 120  # the other line's lease expires and its unused slots return
-            assert await platform.expire_leases() == 1
+            clock.skew += 120  # the other line's lease expires: that alone returns nothing
+            await eventually(lambda: keeper.requests >= 4)
+            assert await rig.lease_ranges() == []
+            # The other line never comes back: an auditor writes its lease off, and its unspent slots return.
+            assert await platform.write_off_lease(AUDITOR, other.lease_id, "line 2 scrapped") == 4
             await until(lambda: _has_lease(rig))
         assert await rig.lease_ranges() == [(0, 4)]
     refusals = [r.getMessage() for r in caplog.records if "no_slots" in r.getMessage()]
