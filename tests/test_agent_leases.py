@@ -521,3 +521,37 @@ async def test_request_lease_cli_without_a_certificate_says_what_to_set(tmp_path
     missing = await cli("request-lease", "-c", str(config))
     assert missing.exit_code == 2
     assert "pass --cert" in missing.output
+
+
+async def test_release_lease_cli_hands_unspent_slots_back_to_the_real_platform(
+    platform: Platform, broker: PrivateBroker, tmp_path: Path
+) -> None:
+    cert, _ = await platform.issue_certificate(factory="F1", original_pid=ORIGINAL_PID, new_pid=NEW_PID, quantity=5)
+    state_dir = tmp_path / "gw"
+    identity = GatewayIdentity.load_or_create(state_dir)
+    await platform.register_gateway(identity.public)
+    config = write_config(tmp_path / "agent.toml", state_dir, platform.issuer, broker)
+    async with worker_on(platform, broker):
+        got = await cli("request-lease", "-c", str(config), "--cert", cert.cert_no, "--slots", "5")
+        assert got.exit_code == 0, got.output
+        async with await Journal.open(state_dir / JOURNAL_FILE, identity.gw) as journal:
+            (lease,) = await journal.leases()
+            sign_grant = _signer(identity, "SN000001")
+            attempt = await journal.reserve(cert.cert_no, "SN000001", ORIGINAL_PID, NEW_PID, "wifi", sign_grant)
+            assert attempt is not None
+            await journal.confirm(attempt.id)
+        released = await cli("release-lease", "-c", str(config), lease.lease_id, "--reason", "line moved")
+        again = await cli("request-lease", "-c", str(config), "--cert", cert.cert_no, "--slots", "5")
+    assert released.exit_code == 0, released.output
+    assert f"lease {lease.lease_id} closed at seq 3 (line moved)" in released.output
+    assert f"the platform took back 4 unused slots of lease {lease.lease_id}" in released.output
+    assert again.exit_code == 0, again.output
+    assert "(4 of 5 asked for)" in again.output  # the 4 unspent slots, and not the spent one
+
+
+def _signer(identity: GatewayIdentity, sn: str) -> Callable[[str, int], bytes]:
+    def sign_grant(lease_id: str, slot: int) -> bytes:
+        grant = Grant(lease_id=lease_id, slot=slot, sn=sn, new_pid=NEW_PID, iat=int(time.time()))
+        return sign(grant, identity.key)
+
+    return sign_grant
