@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from cloud_bridge import (
     accounts,
     activation,
+    anomalies,
     certificates,
     gateways,
     issuer,
@@ -32,7 +33,7 @@ from cloud_bridge.ledger import Outcome
 from cloud_bridge.store.engine import create_engine, migrate, sqlite_url
 from cloud_bridge.store.schema import issuer_keys
 from cloud_bridge.unverified import RECORDS, UnverifiedTraffic
-from cloud_bridge.verify import BatchRejectedError, parse_batch, verify_batch
+from cloud_bridge.verify import BatchRejectedError, VerifiedBatch, parse_batch, verify_batch
 from wire.keys import PublicKey, SigningKey
 from wire.lease_request import LeaseAnswer, ReleaseAnswer
 from wire.tokens import Ack, Certificate, Lease, sign
@@ -227,17 +228,33 @@ class Platform:
         return counts.get(cert_no, (0, 0))[0]
 
     async def ingest(self, payload: bytes, *, topic_gw: str | None = None) -> IngestResult:
-        """Verify one `records` payload and apply it to the ledger; never raises for bad input."""
+        """Verify one `records` payload and apply it to the ledger; never raises for bad input.
+
+        The signature and chain are checked before any lock is taken (a gateway's key never changes), so a flood of
+        garbage on a gateway's topic does not queue its honest batches behind it.
+        """
         now = self.now()
-        async with self.engine.begin() as conn:
-            try:
-                applied = await self._verify_and_apply(conn, payload, topic_gw, now)
-            except BatchRejectedError as exc:
+        try:
+            verified = await self._verify(payload, topic_gw)
+        except BatchRejectedError as exc:
+            async with self.engine.begin() as conn:
                 # Nothing here verified as the gateway's own words, whatever the topic says: counted, not blamed.
                 events = await self.unverified.reject(
                     conn, exc.kind, str(exc), payload, topic_kind=RECORDS, gw=topic_gw, now=now
                 )
-                return IngestResult(Outcome.REJECTED, exc.gw, anomalies=events, rejection=exc)
+            return IngestResult(Outcome.REJECTED, exc.gw, anomalies=events, rejection=exc)
+        async with self.engine.begin() as conn:
+            row = await gateways.lock(conn, verified.gw)
+            assert row is not None  # gateways are never deleted
+            if row.revoked:
+                revoked = BatchRejectedError(
+                    f"batch from revoked gateway {verified.gw}: kept as evidence, not counted",
+                    kind=AnomalyKind.REVOKED_GATEWAY,
+                    gw=verified.gw,
+                )
+                event = await anomalies.store(conn, revoked.kind, str(revoked), now, payload=payload, gw=verified.gw)
+                return IngestResult(Outcome.REJECTED, verified.gw, anomalies=(event,), rejection=revoked)
+            applied = await ledger.apply(conn, verified, row, now, payload)
             counts = await ledger.confirmed_counts(conn, applied.certs) if applied.certs else {}
         progress = tuple(
             CertProgressPayload(cert_no=no, confirmed=n, quantity=q) for no, (n, q) in sorted(counts.items())
@@ -258,22 +275,14 @@ class Platform:
             progress=progress,
         )
 
-    async def _verify_and_apply(
-        self, conn: AsyncConnection, payload: bytes, topic_gw: str | None, now: int
-    ) -> ledger.Applied:
+    async def _verify(self, payload: bytes, topic_gw: str | None) -> VerifiedBatch:
         batch = parse_batch(payload, topic_gw)
-        row = await gateways.lock(conn, batch.gw)
+        async with self.engine.connect() as conn:
+            row = await gateways.find(conn, batch.gw)
         if row is None:
             raise BatchRejectedError(
                 f"batch from unknown gateway {batch.gw}; register its key first",
                 kind=AnomalyKind.UNKNOWN_GATEWAY,
                 gw=batch.gw,
             )
-        if row.revoked:
-            raise BatchRejectedError(
-                f"batch from revoked gateway {batch.gw}: kept as evidence, not counted",
-                kind=AnomalyKind.REVOKED_GATEWAY,
-                gw=batch.gw,
-            )
-        verified = verify_batch(batch, PublicKey(bytes(row.public_key)))
-        return await ledger.apply(conn, verified, row, now, payload)
+        return verify_batch(batch, PublicKey(bytes(row.public_key)))

@@ -219,6 +219,8 @@ async def test_revoked_gateway_batches_are_refused(platform: Platform) -> None:
     assert result.outcome == Outcome.REJECTED
     assert result.rejection is not None
     assert result.rejection.kind == AnomalyKind.REVOKED_GATEWAY
+    # Signed by the gateway's own key: evidence against it, unlike garbage on its topic.
+    assert [(a.kind, a.gw) for a in result.anomalies] == [(AnomalyKind.REVOKED_GATEWAY, j.gw)]
     assert await platform.confirmed_count(cert_no) == 0
 
 
