@@ -193,9 +193,14 @@ class Platform:
         """An auditor or admin writes off a lease whose gateway never came back; return the slots returned."""
         return await self.run(leases.write_off, actor, lease_id, reason, self.now())
 
-    async def reinstate_gateway(self, actor: Actor, gw: str, reason: str) -> int:
-        """An admin lifts a fork's freeze; return the seq the gateway's chain continues after."""
-        return await self.run(quarantine.reinstate, actor, gw, reason, self.now())
+    async def reinstate_gateway(self, actor: Actor, gw: str, reason: str, *, seq: int | None = None) -> int:
+        """An admin lifts a fork's freeze (or rebases a gateway behind at `seq`); return where its chain goes on."""
+        return await self.run(quarantine.reinstate, actor, gw, reason, self.now(), seq=seq)
+
+    async def due_acks(self) -> list[tuple[str, bytes]]:
+        """(gw, signed ack) for every chain an admin rebased since the last call: publish them retained."""
+        due = await self.run(quarantine.due_acks)
+        return [(gw, sign(Ack(gw=gw, seq=seq, head=head, at=self.now()), self.issuer)) for gw, seq, head in due]
 
     async def stale_holds(self, cert_no: str) -> int:
         """Slots of a certificate held by gateways silent since their lease expired."""

@@ -32,7 +32,7 @@ DISCONNECT_TIMEOUT_S = 1.0
 RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 30.0
 KEEPALIVE_S = 30
-LEASE_SWEEP_S = 60.0
+SWEEP_S = 60.0
 # Answers to a request that did not verify as the gateway's own: counted, like unverified batches.
 UNVERIFIED_ANSWERS = frozenset({AnswerCode.MALFORMED, AnswerCode.BAD_SIGNATURE, AnswerCode.UNKNOWN_GATEWAY})
 
@@ -80,7 +80,7 @@ class IngestWorker:
         tls_context: ssl.SSLContext | None = None,
         reconnect_min_s: float = RECONNECT_MIN_S,
         reconnect_max_s: float = RECONNECT_MAX_S,
-        sweep_s: float = LEASE_SWEEP_S,
+        sweep_s: float = SWEEP_S,
     ) -> None:
         self.platform = platform
         self.host = host
@@ -95,13 +95,15 @@ class IngestWorker:
         self.ready = asyncio.Event()  # set while connected and subscribed
         self.lost = asyncio.Event()  # set when a connection ends, until the next one is ready
         self.handled = 0  # payloads taken off the broker, for tests and health
+        self._live: aiomqtt.Client | None = None  # the session's client while subscribed, for the sweep's acks
 
     def subscription(self, topic: str) -> str:
         """`topic`, inside the shared subscription group when the worker shares its load."""
         return f"$share/{self.shared_group}/{topic}" if self.shared_group else topic
 
     async def run(self) -> None:
-        """Ingest and answer requests until cancelled; also forget stale request nonces every `sweep_s`."""
+        """Ingest and answer requests until cancelled; every `sweep_s` forget stale request nonces and publish the
+        acks of chains an admin rebased."""
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._connection_loop(), name="cloud-worker-mqtt")
             tasks.create_task(self._sweep_loop(), name="cloud-worker-sweep")
@@ -114,8 +116,22 @@ class IngestWorker:
                 log.exception("could not prune request nonces; trying again in %.0fs", self.sweep_s)
             else:
                 log.debug("forgot %d request nonces past the replay window", pruned)
+            await self._publish_due_acks()
             _stop_if_cancelled()
             await asyncio.sleep(self.sweep_s)
+
+    async def _publish_due_acks(self) -> None:
+        """Tell each gateway an admin rebased where its chain now goes on (its restored journal waits for it)."""
+        client = self._live
+        if client is None:
+            return  # not connected: the acks stay due until the next sweep
+        try:
+            due = await self.platform.due_acks()
+            for gw, ack in due:
+                await client.publish(topics.ack(gw), ack, qos=1, retain=True, timeout=PUBLISH_TIMEOUT_S)
+                log.info("published the rebased head of gateway %s", gw)
+        except (SQLAlchemyError, OSError, aiomqtt.MqttError):
+            log.exception("could not publish the acks of rebased gateways; the gateways' next batches get them")
 
     async def _connection_loop(self) -> None:
         delay = self._reconnect[0]
@@ -156,11 +172,13 @@ class IngestWorker:
             log.info("worker %s subscribed on %s:%d", self.client_id, self.host, self.port)
             self.lost.clear()
             self.ready.set()
+            self._live = client
             _stop_if_cancelled()
             async for message in client.messages:
                 await self._on_message(client, message)
                 _stop_if_cancelled()
         finally:
+            self._live = None
             await _disconnect(client)
 
     async def _on_message(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:

@@ -28,7 +28,7 @@ from agent.radios.base import Radio as AgentRadio
 from agent.service import JOURNAL_FILE, AgentService, load_lease_file
 from cloud_bridge.platform import Platform
 from cloud_bridge.store.schema import confirmations, gateway_heads, records
-from cloud_bridge.worker import IngestWorker
+from cloud_bridge.worker import SWEEP_S, IngestWorker
 from rebadge.broker import PrivateBroker
 from simulator.firmware import DeviceState, Firmware
 from simulator.goods import UnitSpec, WifiLine, build_wifi_line
@@ -227,8 +227,9 @@ class Cloud:
 
 @asynccontextmanager
 async def running_cloud(
-    workdir: Path, broker: PrivateBroker, *, quantity: int = 10, protocols: Sequence[str] = ("wifi",)
-) -> AsyncIterator[Cloud]:
+    workdir: Path, broker: PrivateBroker, *, quantity: int = 10, protocols: Sequence[str] = ("wifi",),
+    sweep_s: float = SWEEP_S,
+) -> AsyncIterator[Cloud]:  # fmt: skip
     """Open the platform, issue one certificate, and run the ingest worker until exit."""
     platform = await Platform.open(workdir / "platform")
     try:
@@ -237,7 +238,7 @@ async def running_cloud(
         )
         worker = IngestWorker(
             platform, host=broker.host, port=broker.port,
-            reconnect_min_s=WORKER_RECONNECT_S, reconnect_max_s=WORKER_RECONNECT_S,
+            reconnect_min_s=WORKER_RECONNECT_S, reconnect_max_s=WORKER_RECONNECT_S, sweep_s=sweep_s,
         )  # fmt: skip
         async with running(worker.run(), "e2e:worker"):
             async with asyncio.timeout(WAIT_S):

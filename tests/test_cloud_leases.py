@@ -23,7 +23,7 @@ from tests.test_cloud_helpers import (  # noqa: F401  (fixtures)
     fixture_pg_database,
     fixture_pg_run,
 )
-from wire.keys import SigningKey
+from wire.keys import KeyRing, SigningKey
 from wire.lease_request import (
     REQUEST_WINDOW_S,
     AnswerCode,
@@ -33,7 +33,7 @@ from wire.lease_request import (
     release_answer_from_cbor,
 )
 from wire.records import RecordKind
-from wire.tokens import Grant, decode_bundle, sign
+from wire.tokens import Ack, Grant, decode_bundle, sign, verify
 
 AUDITOR = Actor(Role.AUDITOR, None, name="audit-1")
 ADMIN = Actor(Role.ADMIN, None, name="admin-1")
@@ -333,7 +333,7 @@ async def test_a_fork_freezes_the_gateway_until_an_admin_reinstates_it(platform:
     with pytest.raises(PermissionDeniedError):
         await platform.reinstate_gateway(AUDITOR, j.gw, "checked")
     assert await platform.reinstate_gateway(ADMIN, j.gw, "restored on purpose after a disk failure") == 2
-    assert [h.kind for h in await platform.gateway_history(j.gw)] == ["frozen", "reinstated"]
+    assert [h.kind for h in await platform.gateway_history(j.gw)] == ["frozen", "written_off", "reinstated"]
     # The gateway's own branch now continues; what it spent twice counts once, and its old lease is gone.
     continued = await platform.ingest(restored.batch(3), topic_gw=j.gw)
     assert continued.outcome == "applied"
@@ -362,3 +362,31 @@ async def test_a_write_off_racing_an_ingest_never_counts_a_slot_twice(platform: 
         second.confirm(other.lease_id, 0, f"SN-B{trial:03d}")
         await platform.ingest(second.batch(), topic_gw=second.gw)
         assert await platform.confirmed_count(cert_no) == 1, trial
+
+
+async def test_a_gateway_behind_the_platform_is_rebased_only_at_a_seq_an_admin_names(platform: Platform) -> None:
+    cert_no = await _cert(platform, quantity=10)
+    j = Journal()
+    lease, _, _ = await platform.issue_lease(cert_no, j.key.public, 10)
+    for slot in range(3):
+        j.confirm(lease.lease_id, slot, f"SN000{slot}")
+    await platform.ingest(j.batch(), topic_gw=j.gw)
+    # Restored with nothing new written: no fork to see, the agent stops on the ack beyond its head.
+    with pytest.raises(ConflictError, match="name the head seq"):
+        await platform.reinstate_gateway(ADMIN, j.gw, "disk replaced")
+    with pytest.raises(InvalidRequestError, match="below the platform's head seq 6"):
+        await platform.reinstate_gateway(ADMIN, j.gw, "disk replaced", seq=6)
+    assert await platform.due_acks() == []
+    assert await platform.reinstate_gateway(ADMIN, j.gw, "disk replaced", seq=2) == 2
+    (gw, token), *rest = await platform.due_acks()
+    ack = verify(token, Ack, KeyRing([platform.issuer.public]))
+    assert (gw, ack.seq, ack.head, rest) == (j.gw, 2, j.records[1].digest(), [])
+    assert await platform.due_acks() == []  # told once
+    assert await platform.confirmed_count(cert_no) == 3  # what the lost branch rebadged still counts
+    restored = Journal(j.key)
+    restored.records = j.records[:2]
+    restored.confirm(lease.lease_id, 1, "SN0100")  # the restored box re-spends slot 1 on its old lease
+    result = await platform.ingest(restored.batch(3), topic_gw=j.gw)
+    assert result.outcome == "applied"
+    assert {a.kind for a in result.anomalies} == {AnomalyKind.AFTER_LEASE_END}
+    assert await platform.confirmed_count(cert_no) == 3

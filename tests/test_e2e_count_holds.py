@@ -3,6 +3,7 @@ its lease's expiry, and a gateway whose journal is restored from a backup."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.service import load_lease_file
+from cloud_bridge.accounts import Actor, Role
 from cloud_bridge.errors import NoSlotsLeftError
 from rebadge.broker import PrivateBroker
 from tests.e2e_support import (
@@ -52,9 +54,11 @@ async def test_an_offline_line_past_its_lease_keeps_its_slots(tmp_path: Path, br
             assert activated == 4
 
 
-async def test_a_restored_journal_freezes_the_gateway(tmp_path: Path, broker: PrivateBroker) -> None:
+async def test_a_restored_journal_freezes_the_gateway_until_an_admin_rebases_it(
+    tmp_path: Path, broker: PrivateBroker
+) -> None:
     specs = units(4)
-    async with running_cloud(tmp_path, broker, quantity=10) as cloud:
+    async with running_cloud(tmp_path, broker, quantity=10, sweep_s=0.1) as cloud:
         gateway = Gateway.create(tmp_path, cloud.issuer, broker)
         await load_lease_file(gateway.config, await cloud.lease_bundle(gateway.identity.public))
         backup = tmp_path / "backup"
@@ -78,8 +82,25 @@ async def test_a_restored_journal_freezes_the_gateway(tmp_path: Path, broker: Pr
                 assert "restored from a backup" in refused.message
                 again = await agent.scan(specs[1].sn)  # a unit the lost journal rebadged: nothing spent again
                 assert again.result is Result.REFUSED
-            assert goods[specs[3].sn].firmware.rebadge_requests == 0
-            assert await cloud.confirmed_count() == 3
+                assert goods[specs[3].sn].firmware.rebadge_requests == 0
+                # An admin checks what happened and rebases the gateway on the journal it now holds.
+                head = await agent.head()
+                await asyncio.sleep(1.1)  # acks carry whole seconds; a reinstatement comes after the freezing ack
+                admin = Actor(Role.ADMIN, None, name="admin")
+                assert await cloud.platform.reinstate_gateway(admin, gateway.gw, "disk replaced", seq=head) == head
+                await until_async(lambda: _lifted(agent), "the agent hears the rebased head and goes on")
+                leases = await agent.journal.leases(active_only=False)
+                assert leases
+                assert all(lease.closed_seq is not None for lease in leases)  # written off by the reinstatement
+                after = await agent.scan(specs[3].sn)
+                assert after.reason == RefusalReason.NO_LEASE  # it needs a fresh lease, no longer frozen
+            assert await cloud.confirmed_count() == 3  # the lost branch's rebadges still count, once
+            history = await cloud.platform.gateway_history(gateway.gw)
+            assert [(h.kind, h.actor) for h in history] == [("written_off", "admin"), ("reinstated", "admin")]
+
+
+async def _lifted(agent: object) -> bool:
+    return not await _frozen(agent)
 
 
 async def _frozen(agent: object) -> bool:

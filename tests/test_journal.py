@@ -794,6 +794,12 @@ async def ack(journal: Journal, model: Model, arg: int) -> None:
         return
     applied = await journal.apply_ack(seq, record.digest(), model.ack_at)
     assert applied == AckResult(AckOutcome.LIFTED if model.frozen else AckOutcome.RETIRED, seq - acked)
+    if model.frozen:  # reinstated: the platform wrote off every lease, so lifting closes them all, forced
+        for lid in sorted(set(MODEL_LEASES) - model.closed):
+            for i, (lease, slot, sn, state) in model.attempts.items():
+                if lease == lid and state is AttemptState.RESERVED:
+                    model.attempts[i] = (lease, slot, sn, AttemptState.IN_DOUBT)
+            model.closed.add(lid)
     model.frozen = False
     model.retired = (seq, record.digest())
 

@@ -1,10 +1,10 @@
 """The count holds, as a property: an adversary holding every gateway key drives the platform's ledger.
 
 Any interleaving of lease requests, honest and forged batches, records of any kind on any lease and slot, closes,
-restores from a backup (forks), write-offs, reinstatements, clock jumps and activations of any receipt a gateway
-key can sign. After every step: activations and confirmations per certificate stay within its quantity, no slot is
-counted or activated for two leases, every confirmed or activated slot stays held by the lease that spent it, and
-no two leases hold one slot. `REBADGE_PROPERTY_PROFILE=long` runs many more examples.
+restores from a backup (forks), write-offs, reinstatements and rebases, revocations, clock jumps and activations of
+any receipt a gateway key can sign. After every step: activations and confirmations per certificate stay within its
+quantity, no slot is counted or activated for two leases, every confirmed or activated slot stays held by the lease
+that spent it, and no two leases hold one slot. `REBADGE_PROPERTY_PROFILE=long` runs many more examples.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -41,7 +42,9 @@ settings.register_profile(
 settings.register_profile(
     "long", max_examples=1000, stateful_step_count=80, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
-PROFILE = settings.get_profile(os.environ.get("REBADGE_PROPERTY_PROFILE", "ci"))
+PROFILE_NAME = os.environ.get("REBADGE_PROPERTY_PROFILE", "ci")
+PROFILE = settings.get_profile(PROFILE_NAME)
+TIMEOUT_S = 3 * 3600 if PROFILE_NAME == "long" else 120
 
 QUANTITY = 4
 GATEWAYS = 3
@@ -163,10 +166,15 @@ class LedgerUnderAttack(RuleBasedStateMachine):
         with contextlib.suppress(CloudError):  # already ended
             self._run(self.platform.write_off_lease(AUDITOR, lease.lease_id, "gateway never came back"))
 
+    @rule(g=st.integers(0, GATEWAYS - 1), seq=st.none() | st.integers(0, 12))
+    def reinstate(self, g: int, seq: int | None) -> None:
+        with contextlib.suppress(CloudError):  # not frozen, or no such seq to rebase to
+            self._run(self.platform.reinstate_gateway(ADMIN, self.journals[g].gw, "checked by the admin", seq=seq))
+        self._run(self.platform.due_acks())
+
     @rule(g=st.integers(0, GATEWAYS - 1))
-    def reinstate(self, g: int) -> None:
-        with contextlib.suppress(CloudError):  # not frozen
-            self._run(self.platform.reinstate_gateway(ADMIN, self.journals[g].gw, "checked by the admin"))
+    def revoke_gateway(self, g: int) -> None:
+        self._run(self.platform.revoke_gateway(self.journals[g].gw))
 
     @rule(dt=st.sampled_from([-3600, 60, 700, 86_400]))
     def jump_clock(self, dt: int) -> None:
@@ -213,4 +221,4 @@ class LedgerUnderAttack(RuleBasedStateMachine):
 
 
 LedgerUnderAttack.TestCase.settings = PROFILE
-test_ledger_under_attack = LedgerUnderAttack.TestCase
+test_ledger_under_attack = pytest.mark.timeout(TIMEOUT_S)(LedgerUnderAttack.TestCase)

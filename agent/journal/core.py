@@ -65,6 +65,7 @@ CLOSE_TIMEOUT_S = 30.0
 MAX_REASON = 200
 MAX_REFUSAL_SN = 64
 RESTARTED_REASON = "agent restarted before the outcome was known"
+REINSTATED_REASON = "the platform reinstated this gateway after its journal forked and wrote off its leases"
 CLOSED_IN_DOUBT_REASON = "lease closed before the outcome was known; in doubt for good"
 
 T = TypeVar("T")
@@ -471,6 +472,11 @@ class Journal:
             return AckResult(AckOutcome.STILL_FROZEN)
         if lifted:
             await txn.db.execute(q.LIFT_FREEZE)
+            # Reinstating wrote off every lease this gateway held: a record on one would count for nothing, so
+            # the journal closes them all and the line starts again on fresh leases.
+            for lease in list(self._leases.values()):
+                if lease.closed_seq is None:
+                    await self._close(txn, lease, REINSTATED_REASON, force=True, check_frozen=False)
         retired = await self._retire(txn, seq, head)
         self._after(txn, _AckState(at, None), notify=lifted)
         if lifted:
@@ -542,8 +548,11 @@ class Journal:
             log.warning("%s: slot %d of closed lease %s stays in doubt for good", attempt.sn, attempt.slot, lease_id)
         return closed
 
-    async def _close(self, txn: _Txn, lease: StoredLease, reason: str, force: bool) -> LeaseClose:
-        self._check_not_frozen(f"close lease {lease.lease_id}")
+    async def _close(
+        self, txn: _Txn, lease: StoredLease, reason: str, force: bool, *, check_frozen: bool = True
+    ) -> LeaseClose:
+        if check_frozen:
+            self._check_not_frozen(f"close lease {lease.lease_id}")
         rows = await txn.db.execute_fetchall(q.OPEN_ATTEMPTS_OF_LEASE, (lease.lease_id,))
         open_attempts = [attempt_from_row(row) for row in rows]
         if open_attempts and not force:

@@ -22,6 +22,15 @@ class ReasonIn(Body):
     reason: str = Field(min_length=1, max_length=1000, description="Why, kept in the gateway's history for audit.")
 
 
+class ReinstateIn(ReasonIn):
+    seq: int | None = Field(
+        default=None,
+        ge=0,
+        description="For a gateway that stopped because its restored journal is behind: the head seq it holds "
+        "(`rebadge agent status`). Omit for a gateway frozen by a fork.",
+    )
+
+
 class WriteOffOut(Out):
     lease_id: str
     returned: int
@@ -52,10 +61,12 @@ async def write_off(
 
 @ledger.post("/gateways/{gw}/reinstate")
 async def reinstate(
-    gw: Annotated[GatewayId, Path()], body: ReasonIn, actor: ActorDep, platform: PlatformDep
+    gw: Annotated[GatewayId, Path()], body: ReinstateIn, actor: ActorDep, platform: PlatformDep
 ) -> ReinstateOut:
-    """Lift the freeze a fork put on a gateway (admins): its open leases are written off, its own branch continues."""
-    return ReinstateOut(gw=gw, continues_after_seq=await platform.reinstate_gateway(actor, gw, body.reason))
+    """Lift the freeze a fork put on a gateway, or rebase one whose restored journal is behind (admins): its open
+    leases are written off and its own chain continues."""
+    seq = await platform.reinstate_gateway(actor, gw, body.reason, seq=body.seq)
+    return ReinstateOut(gw=gw, continues_after_seq=seq)
 
 
 @ledger.get("/gateways/{gw}/history")

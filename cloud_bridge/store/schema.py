@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 # Named constraints so Alembic can alter them on SQLite (batch mode) and PostgreSQL alike.
@@ -145,6 +146,8 @@ gateway_heads = Table(
     Column("seq", BigInteger, nullable=False),
     Column("head", LargeBinary(32), nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    # Set when an admin rebased the chain (reinstatement): the worker publishes a fresh ack of the new head.
+    Column("ack_due", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 leases = Table(

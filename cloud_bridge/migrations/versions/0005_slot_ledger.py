@@ -52,6 +52,8 @@ def upgrade() -> None:
     with op.batch_alter_table("gateways", schema=None) as batch_op:
         batch_op.add_column(sa.Column("frozen_at", sa.BigInteger(), nullable=True))
         batch_op.add_column(sa.Column("frozen_seq", sa.BigInteger(), nullable=True))
+    with op.batch_alter_table("gateway_heads", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("ack_due", sa.Boolean(), nullable=False, server_default=sa.false()))
     with op.batch_alter_table("leases", schema=None) as batch_op:
         batch_op.alter_column("release_seq", new_column_name="closed_seq", existing_type=sa.BigInteger())
         batch_op.add_column(sa.Column("returned", sa.Integer(), nullable=True))
@@ -113,6 +115,8 @@ def downgrade() -> None:
         batch_op.drop_column("ended_by")
         batch_op.drop_column("returned")
         batch_op.alter_column("closed_seq", new_column_name="release_seq", existing_type=sa.BigInteger())
+    with op.batch_alter_table("gateway_heads", schema=None) as batch_op:
+        batch_op.drop_column("ack_due")
     with op.batch_alter_table("gateways", schema=None) as batch_op:
         batch_op.drop_column("frozen_seq")
         batch_op.drop_column("frozen_at")
