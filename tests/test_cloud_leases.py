@@ -326,6 +326,13 @@ async def test_a_fork_freezes_the_gateway_until_an_admin_reinstates_it(platform:
     code, message = await _ask_lease(platform, j.gw, j.request(LeaseRequest, cert_no=cert_no, slots=1))
     assert code == AnswerCode.FROZEN
     assert "reinstates" in message
+    # The other copy of the key (a cloned box) goes on along the platform's chain: kept, counted for nothing.
+    j.confirm(lease.lease_id, 5, "SN0005")
+    clone = await platform.ingest(j.batch(7), topic_gw=j.gw)
+    assert clone.outcome == "applied"
+    assert [a.kind for a in clone.anomalies] == [AnomalyKind.FROZEN_GATEWAY]
+    assert "frozen from seq 3" in clone.anomalies[0].message
+    assert await platform.confirmed_count(cert_no) == 3
     post_fork = await platform.activate("SN0100", NEW_PID, _receipt(lease.lease_id, 3, "SN0100", j.key))
     assert post_fork.verdict == Verdict.NOT_HELD
     assert "frozen" in post_fork.message
