@@ -90,6 +90,7 @@ async def activate(conn: AsyncConnection, sn: str, pid: str, receipt: bytes, now
     # activation of the certificate (the same order as lease issue, so no deadlock).
     gateway = await gateways.lock(conn, gw)
     await certificates.get(conn, lease.cert_no, lock=True)
+    lease = await leases.get(conn, grant.lease_id)  # again, under the locks: a close may have just ended it
     held = await _held_for(conn, grant, lease, gateway)
     if isinstance(held, str):
         event = await _flag(conn, AnomalyKind.UNHELD_SLOT_ACTIVATION, held, grant, gw, lease.cert_no, now)

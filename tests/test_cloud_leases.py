@@ -397,3 +397,23 @@ async def test_a_gateway_behind_the_platform_is_rebased_only_at_a_seq_an_admin_n
     assert result.outcome == "applied"
     assert {a.kind for a in result.anomalies} == {AnomalyKind.AFTER_LEASE_END}
     assert await platform.confirmed_count(cert_no) == 3
+
+
+async def test_an_activation_racing_a_close_is_either_kept_or_refused(platform: Platform) -> None:
+    for trial in range(15):
+        cert_no = await _cert(platform, quantity=1)
+        first, second = Journal(), Journal()
+        lease, _, _ = await platform.issue_lease(cert_no, first.key.public, 1)
+        sn = f"SN-A{trial:03d}"
+        first.close(lease.lease_id, lease.slot_hi)  # the gateway never journaled the grant it signed
+        grant = _receipt(lease.lease_id, 0, sn, first.key)
+        _, activation = await asyncio.gather(
+            platform.ingest(first.batch(), topic_gw=first.gw), platform.activate(sn, NEW_PID, grant)
+        )
+        if activation.accepted:  # the activation came first: the close keeps the slot it spent
+            with pytest.raises(NoSlotsLeftError):
+                await platform.issue_lease(cert_no, second.key.public, 1)
+        else:
+            assert activation.verdict == Verdict.NOT_HELD
+            other, _, _ = await platform.issue_lease(cert_no, second.key.public, 1)
+            assert (other.slot_lo, other.slot_hi) == (0, 1)
