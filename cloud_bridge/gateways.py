@@ -67,6 +67,7 @@ async def register(conn: AsyncConnection, key: PublicKey, name: str, now: int) -
 class EventKind(StrEnum):
     """What the gateway's audit history records."""
 
+    ENROLLED = "enrolled"
     FROZEN = "frozen"
     REINSTATED = "reinstated"
     WRITTEN_OFF = "written_off"

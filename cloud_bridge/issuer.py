@@ -17,7 +17,7 @@ DIR_MODE = 0o700
 FILE_MODE = 0o600
 
 
-def _check_mode(path: Path, allowed: int, what: str) -> None:
+def check_mode(path: Path, allowed: int, what: str) -> None:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & ~allowed:
         raise ConfigError(
@@ -28,7 +28,7 @@ def _check_mode(path: Path, allowed: int, what: str) -> None:
 def ensure_data_dir(data_dir: Path) -> Path:
     """Create the data directory 0700 if missing; refuse one that others can read."""
     data_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    _check_mode(data_dir, DIR_MODE, "data directory")
+    check_mode(data_dir, DIR_MODE, "data directory")
     return data_dir
 
 
@@ -44,7 +44,7 @@ def load_or_create(data_dir: Path) -> SigningKey:
             os.fsync(f.fileno())
         log.info("created issuer key %s (kid %s)", path, key.kid.hex())
         return key
-    _check_mode(path, FILE_MODE, "issuer key file")
+    check_mode(path, FILE_MODE, "issuer key file")
     seed = path.read_bytes()
     if len(seed) != KEY_BYTES:
         raise ConfigError(

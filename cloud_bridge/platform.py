@@ -17,7 +17,9 @@ from cloud_bridge import (
     accounts,
     activation,
     anomalies,
+    ca,
     certificates,
+    enrolment,
     gateways,
     issuer,
     leases,
@@ -28,6 +30,7 @@ from cloud_bridge import (
 )
 from cloud_bridge.accounts import Actor
 from cloud_bridge.anomalies import AnomalyEvent, AnomalyKind
+from cloud_bridge.errors import ConfigError
 from cloud_bridge.leases import LeasePolicy
 from cloud_bridge.ledger import Outcome
 from cloud_bridge.store.engine import create_engine, migrate, sqlite_url
@@ -74,9 +77,13 @@ class Platform:
         *,
         clock: Callable[[], float] = time.time,
         policy: LeasePolicy | None = None,
+        authority: ca.CertificateAuthority | None = None,
+        client_cert_valid_s: int = ca.DEFAULT_CLIENT_CERT_VALID_S,
     ) -> None:
         self.engine = engine
         self.issuer = issuer_key
+        self.authority = authority
+        self.client_cert_valid_s = client_cert_valid_s
         self.policy = policy or LeasePolicy()
         self._clock = clock
         self.unverified = UnverifiedTraffic(clock)
@@ -89,14 +96,18 @@ class Platform:
         db_url: str | None = None,
         clock: Callable[[], float] = time.time,
         policy: LeasePolicy | None = None,
+        client_cert_valid_s: int = ca.DEFAULT_CLIENT_CERT_VALID_S,
     ) -> Platform:
-        """Open (creating on first use) the data dir, issuer key and database, migrated to the newest schema."""
+        """Open (creating on first use) the data dir, issuer key, CA and database, migrated to the newest schema."""
         key = await asyncio.to_thread(issuer.load_or_create, data_dir)
+        authority = await asyncio.to_thread(ca.load_or_create, data_dir, int(clock()))
         url = db_url or sqlite_url(data_dir / DB_FILE)
         await migrate(url)
         engine = create_engine(url)
         try:
-            platform = cls(engine, key, clock=clock, policy=policy)
+            platform = cls(
+                engine, key, clock=clock, policy=policy, authority=authority, client_cert_valid_s=client_cert_valid_s
+            )
             await platform._pin_issuer_key()
         except BaseException:
             await engine.dispose()
@@ -157,6 +168,14 @@ class Platform:
         async with self.engine.begin() as conn:
             return await gateways.register(conn, key, name, self.now())
 
+    async def enrol(self, token: str, csr: bytes) -> enrolment.Enrolled:
+        """Exchange a one-time enrolment token and a gateway's CSR for its client certificate."""
+        if self.authority is None:
+            raise ConfigError("this platform was opened without its CA; open it with Platform.open(data_dir)")
+        return await self.run(
+            enrolment.enrol, token, csr, ca=self.authority, cert_valid_s=self.client_cert_valid_s, now=self.now()
+        )
+
     async def revoke_gateway(self, gw: str) -> None:
         """Revoke a gateway: no more leases; its batches become anomalies."""
         async with self.engine.begin() as conn:
@@ -201,6 +220,12 @@ class Platform:
         """(gw, signed ack) for every chain an admin rebased since the last call: publish them retained."""
         due = await self.run(quarantine.due_acks)
         return [(gw, sign(Ack(gw=gw, seq=seq, head=head, at=self.now()), self.issuer)) for gw, seq, head in due]
+
+    def current_ack(self, result: IngestResult) -> bytes | None:
+        """A fresh signed ack of the stored head an ingest result read (None when it read none): for a WAITING batch."""
+        if result.gw is None or result.seq is None or result.head is None:
+            return None
+        return sign(Ack(gw=result.gw, seq=result.seq, head=result.head, at=self.now()), self.issuer)
 
     async def stale_holds(self, cert_no: str) -> int:
         """Slots of a certificate held by gateways silent since their lease expired."""

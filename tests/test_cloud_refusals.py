@@ -1,13 +1,11 @@
 """Refusals never reveal another organisation's objects: its object and none at all get byte-identical answers."""
 
-# ruff: noqa: F811  (the `world` fixture, imported, is each test's argument)
-
 from __future__ import annotations
 
 import base64
 
 from cloud_bridge.platform import Platform
-from tests.test_cloud_api import World, pid, world  # noqa: F401  (fixture)
+from tests.test_cloud_api import World, fixture_world, pid  # noqa: F401  (fixture)
 from tests.test_cloud_helpers import (  # noqa: F401  (fixtures)
     NEW_PID,
     fixture_db_url,

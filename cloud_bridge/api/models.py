@@ -8,6 +8,8 @@ from cloud_bridge.accounts import OrgKind, Role
 from cloud_bridge.activation import Verdict
 from cloud_bridge.anomalies import AnomalyKind
 from cloud_bridge.certificates import PROTOCOLS
+from cloud_bridge.enrolment import MAX_VALID_S as MAX_TOKEN_VALID_S
+from cloud_bridge.enrolment import MIN_VALID_S as MIN_TOKEN_VALID_S
 from cloud_bridge.products import Stage
 from wire.ids import Pid, Sn
 
@@ -162,6 +164,31 @@ class ReleaseOut(Out):
 class GatewayIn(Body):
     public_key: str = Field(pattern=HEX_KEY_PATTERN)
     name: str = Field(default="", max_length=128)
+
+
+class EnrolmentTokenIn(Body):
+    line: str = Field(default="", max_length=128, description="The line's name; the enrolled gateway takes it.")
+    valid_s: int = Field(default=86400, ge=MIN_TOKEN_VALID_S, le=MAX_TOKEN_VALID_S)
+    org_id: int | None = Field(default=None, ge=1, le=2**31 - 1, description="Admins only: the factory.")
+
+
+class EnrolmentTokenOut(Out):
+    token: str = Field(description="Shown this once; the platform keeps only its hash. Used once.")
+    org_id: int
+    line: str
+    expires_at: int
+
+
+class EnrolIn(Body):
+    token: str = Field(min_length=1, max_length=128)
+    csr: str = Field(min_length=1, max_length=8192, description="PEM CSR signed by the gateway key, CN = gw id.")
+
+
+class EnrolOut(Out):
+    gw: str
+    certificate: str = Field(description="PEM client certificate for the broker's mTLS.")
+    ca_certificate: str = Field(description="PEM certificate of the CA the broker trusts.")
+    not_after: int
 
 
 class GatewayOut(Out):

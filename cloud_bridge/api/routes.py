@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 
-from cloud_bridge import accounts, anomalies, certificates, gateways, leases, products, requests
+from cloud_bridge import accounts, anomalies, certificates, enrolment, gateways, leases, products, requests
 from cloud_bridge.accounts import Actor
 from cloud_bridge.anomalies import AnomalyKind
 from cloud_bridge.api.deps import ActorDep, PlatformDep
@@ -24,6 +24,10 @@ from cloud_bridge.api.models import (
     ApplicationIn,
     AuditIn,
     CertificateOut,
+    EnrolIn,
+    EnrolmentTokenIn,
+    EnrolmentTokenOut,
+    EnrolOut,
     GatewayIn,
     GatewayOut,
     LeaseIn,
@@ -254,6 +258,27 @@ def _gateway(row: Any) -> GatewayOut:
     return GatewayOut(
         gw=row.gw, name=row.name, public_key=bytes(row.public_key).hex(), revoked=row.revoked, acked_seq=row.seq
     )
+
+
+@line.post("/enrolment-tokens", status_code=201)
+async def create_enrolment_token(body: EnrolmentTokenIn, actor: ActorDep, platform: PlatformDep) -> EnrolmentTokenOut:
+    """A one-time, expiring token with which one gateway enrols to your factory (shown once)."""
+    token, expires_at = await platform.run(
+        enrolment.create_token, actor, body.line, body.valid_s, platform.now(), org_id=body.org_id
+    )
+    org_id = body.org_id if body.org_id is not None and actor.role == accounts.Role.ADMIN else actor.org_id
+    assert org_id is not None
+    return EnrolmentTokenOut(token=token, org_id=org_id, line=body.line, expires_at=expires_at)
+
+
+@public.post("/enrol", responses={403: {"model": Problem}, 409: {"model": Problem}})
+async def enrol(body: EnrolIn, platform: PlatformDep) -> EnrolOut:
+    """A gateway exchanges its enrolment token and CSR for a client certificate (the token is the credential)."""
+    done = await platform.enrol(body.token, body.csr.encode())
+    return EnrolOut(
+        gw=done.gw, certificate=done.certificate.decode(), ca_certificate=done.ca_certificate.decode(),
+        not_after=done.not_after,
+    )  # fmt: skip
 
 
 @line.get("/gateways")

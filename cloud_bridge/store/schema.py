@@ -130,6 +130,21 @@ gateway_events = Table(
     Column("at", BigInteger, nullable=False),
 )
 
+# One-time enrolment tokens a factory admin hands to a gateway: stored as SHA-256, used once, expiring.
+enrolment_tokens = Table(
+    "enrolment_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("token_hash", LargeBinary(32), unique=True, nullable=False),
+    Column("org_id", Integer, ForeignKey("organisations.id"), nullable=False, index=True),
+    Column("line", String(128), nullable=False, default=""),  # the gateway's name once enrolled
+    Column("created_by", Integer, ForeignKey("accounts.id")),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("used_at", BigInteger),
+    Column("gw", String(16), ForeignKey("gateways.gw")),  # the gateway it enrolled
+)
+
 # Nonces of signed gateway requests seen within the replay window; older ones are pruned.
 request_nonces = Table(
     "request_nonces",
@@ -284,6 +299,7 @@ __all__ = [
     "cert_counts",
     "certificates",
     "confirmations",
+    "enrolment_tokens",
     "forked_records",
     "gateway_events",
     "gateway_heads",
