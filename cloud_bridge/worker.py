@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import secrets
 import ssl
 
@@ -19,8 +18,11 @@ from paho.mqtt.properties import Properties
 from sqlalchemy.exc import SQLAlchemyError
 
 from cloud_bridge.errors import CloudError
+from cloud_bridge.ledger import Outcome
 from cloud_bridge.platform import IngestResult, Platform
 from cloud_bridge.unverified import UNEXPECTED
+from mqtt_link import ConnectionState, ReconnectPolicy, SessionRunner
+from mqtt_link.policy import HEALTHY_AFTER_S
 from wire import topics
 from wire.lease_request import LEASE_OP, RELEASE_OP, AnswerCode, LeaseAnswer, ReleaseAnswer
 
@@ -28,7 +30,6 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
 PUBLISH_TIMEOUT_S = 10.0
-DISCONNECT_TIMEOUT_S = 1.0
 RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 30.0
 KEEPALIVE_S = 30
@@ -44,15 +45,6 @@ def _stop_if_cancelled(exc: BaseException | None = None) -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError from exc
-
-
-async def _disconnect(client: aiomqtt.Client) -> None:
-    # A graceful disconnect waits for the socket; bound it so a stopping worker stops promptly.
-    try:
-        async with asyncio.timeout(DISCONNECT_TIMEOUT_S):
-            await client.__aexit__(None, None, None)
-    except (TimeoutError, aiomqtt.MqttError) as exc:
-        log.debug("MQTT disconnect did not finish cleanly (%s)", exc)
 
 
 def _reply_properties(message: aiomqtt.Message) -> Properties | None:
@@ -80,6 +72,7 @@ class IngestWorker:
         tls_context: ssl.SSLContext | None = None,
         reconnect_min_s: float = RECONNECT_MIN_S,
         reconnect_max_s: float = RECONNECT_MAX_S,
+        healthy_after_s: float = HEALTHY_AFTER_S,
         sweep_s: float = SWEEP_S,
     ) -> None:
         self.platform = platform
@@ -89,13 +82,24 @@ class IngestWorker:
         self._username = username
         self._password = password
         self._tls = tls_context
-        self._reconnect = (reconnect_min_s, reconnect_max_s)
         self.sweep_s = sweep_s
         self.client_id = f"rebadge-cloud-{secrets.token_hex(4)}"
         self.ready = asyncio.Event()  # set while connected and subscribed
         self.lost = asyncio.Event()  # set when a connection ends, until the next one is ready
         self.handled = 0  # payloads taken off the broker, for tests and health
+        self.reacked = 0  # acks published again for batches that wait behind a gap
         self._live: aiomqtt.Client | None = None  # the session's client while subscribed, for the sweep's acks
+        self.mqtt = SessionRunner(
+            f"worker {self.client_id}",
+            new_client=self._new_client,
+            greet=self._greet,
+            serve=self._serve,
+            policy=ReconnectPolicy(reconnect_min_s, reconnect_max_s, healthy_after_s=healthy_after_s),
+            connect_timeout_s=CONNECT_TIMEOUT_S,
+            where=f"MQTT broker {host}:{port}",
+            logger=log,
+        )
+        self.mqtt.link.add_listener(self._on_state)
 
     def subscription(self, topic: str) -> str:
         """`topic`, inside the shared subscription group when the worker shares its load."""
@@ -105,7 +109,7 @@ class IngestWorker:
         """Ingest and answer requests until cancelled; every `sweep_s` forget stale request nonces and publish the
         acks of chains an admin rebased."""
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._connection_loop(), name="cloud-worker-mqtt")
+            tasks.create_task(self.mqtt.run(), name="cloud-worker-mqtt")
             tasks.create_task(self._sweep_loop(), name="cloud-worker-sweep")
 
     async def _sweep_loop(self) -> None:
@@ -133,24 +137,15 @@ class IngestWorker:
         except (SQLAlchemyError, OSError, aiomqtt.MqttError):
             log.exception("could not publish the acks of rebased gateways; the gateways' next batches get them")
 
-    async def _connection_loop(self) -> None:
-        delay = self._reconnect[0]
-        while True:
-            try:
-                await self._session()
-            except aiomqtt.MqttError as exc:
-                _stop_if_cancelled(exc)
-                log.warning(
-                    "MQTT connection to %s:%d lost or refused (%s); retrying in %.1fs", self.host, self.port, exc, delay
-                )
-            finally:
-                self.ready.clear()
-                self.lost.set()
-            _stop_if_cancelled()
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, self._reconnect[1])
+    def _on_state(self, old: ConnectionState, new: ConnectionState) -> None:
+        if new is ConnectionState.CONNECTED:
+            self.lost.clear()
+            self.ready.set()
+        elif old is ConnectionState.CONNECTED or new is ConnectionState.BACKING_OFF:
+            self.ready.clear()
+            self.lost.set()
 
-    def _client(self) -> aiomqtt.Client:
+    async def _new_client(self) -> aiomqtt.Client:
         return aiomqtt.Client(
             self.host,
             self.port,
@@ -163,23 +158,19 @@ class IngestWorker:
             timeout=CONNECT_TIMEOUT_S,
         )
 
-    async def _session(self) -> None:
-        client = self._client()
-        await client.__aenter__()
+    async def _greet(self, client: aiomqtt.Client) -> None:
+        for topic in (topics.ALL_RECORDS, topics.ALL_REQUESTS):
+            await client.subscribe(self.subscription(topic), qos=1, timeout=CONNECT_TIMEOUT_S)
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        self._live = client
         try:
-            for topic in (topics.ALL_RECORDS, topics.ALL_REQUESTS):
-                await client.subscribe(self.subscription(topic), qos=1, timeout=CONNECT_TIMEOUT_S)
-            log.info("worker %s subscribed on %s:%d", self.client_id, self.host, self.port)
-            self.lost.clear()
-            self.ready.set()
-            self._live = client
             _stop_if_cancelled()
             async for message in client.messages:
                 await self._on_message(client, message)
                 _stop_if_cancelled()
         finally:
             self._live = None
-            await _disconnect(client)
 
     async def _on_message(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         self.handled += 1
@@ -205,7 +196,10 @@ class IngestWorker:
         counts = self.platform.unverified.counts()
         return {
             "connected": self.ready.is_set(),
+            "mqtt": self.mqtt.state.value,
+            "connections": self.mqtt.connections,
             "handled": self.handled,
+            "reacked": self.reacked,
             "unverified": {f"{kind}/{gw}": n for (kind, gw), n in sorted(counts.items())},
         }
 
@@ -236,9 +230,15 @@ class IngestWorker:
         )
 
     async def _publish(self, client: aiomqtt.Client, result: IngestResult) -> None:
-        if result.ack is not None and result.gw is not None:
-            await client.publish(topics.ack(result.gw), result.ack, qos=1, retain=True, timeout=PUBLISH_TIMEOUT_S)
-            log.debug("acked gateway %s up to seq %s", result.gw, result.seq)
+        ack = result.ack
+        if result.outcome is Outcome.WAITING and result.gw is not None:
+            # The gateway sent past a batch we never got (it went out before we subscribed): tell it at once where
+            # we stand, so it resends from there instead of waiting for its resend timer.
+            ack = self.platform.current_ack(result)
+            self.reacked += ack is not None
+        if ack is not None and result.gw is not None:
+            await client.publish(topics.ack(result.gw), ack, qos=1, retain=True, timeout=PUBLISH_TIMEOUT_S)
+            log.debug("acked gateway %s up to seq %s (%s)", result.gw, result.seq, result.outcome.value)
         for progress in result.progress:
             await client.publish(
                 topics.cert_progress(progress.cert_no),

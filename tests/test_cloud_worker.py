@@ -138,16 +138,20 @@ async def test_batch_over_mqtt_is_stored_once_and_acked_retained(platform: Platf
         assert acked(platform, payload).seq == 4
 
 
-async def test_gap_waits_then_fills(platform: Platform, broker: PrivateBroker) -> None:
+async def test_gap_waits_and_is_answered_with_the_current_ack_then_fills(
+    platform: Platform, broker: PrivateBroker
+) -> None:
     j, _, lease_id = await leased_journal(platform)
     for slot in range(3):
         j.confirm(lease_id, slot, f"SN000{slot}")
-    async with running_worker(platform, broker), listening(broker) as heard:
-        await publish(broker, j.gw, j.batch(3, 6))
-        assert await heard.nothing_on(topics.ack(j.gw))
-        assert await stored_count(platform, j.gw) == 0
+    async with running_worker(platform, broker) as worker, listening(broker) as heard:
         await publish(broker, j.gw, j.batch(1, 2))
         assert acked(platform, (await heard.next(topics.ack(j.gw)))[0]).seq == 2
+        await publish(broker, j.gw, j.batch(5, 6))  # records 3 and 4 never reached the platform
+        waiting = acked(platform, (await heard.next(topics.ack(j.gw)))[0])
+        assert (waiting.seq, waiting.head) == (2, j.records[1].digest())  # "I hold 2": resend from 3 now
+        assert worker.health()["reacked"] == 1
+        assert await stored_count(platform, j.gw) == 2
         await publish(broker, j.gw, j.batch(3, 6))
         assert acked(platform, (await heard.next(topics.ack(j.gw)))[0]).seq == 6
     assert await stored_count(platform, j.gw) == 6
