@@ -111,6 +111,7 @@ class LedgerUnderAttack(RuleBasedStateMachine):
         self.cert_no = cert.cert_no
         for j in self.journals:
             self._run(self.platform.register_gateway(j.key.public))
+        self.request_lease(0, QUANTITY // 2, 0)  # a first honest lease, so every rule is enabled from the start
 
     # -- what the adversary does ------------------------------------------------------------------------------
 
