@@ -1,12 +1,14 @@
-"""`rebadge provision ...`: write a gateway's config for a line (enrolment with broker certificates: not built)."""
+"""`rebadge provision ...`: enrol a gateway, write a line's agent config, write the broker's configuration."""
 
 from __future__ import annotations
 
+import datetime
 import re
 from pathlib import Path
 
 import click
 
+from provisioning.enrolment import EnrolmentError, enrol
 from wire.device import Radio
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "agent" / "agent.example.toml"
@@ -62,3 +64,24 @@ def line_config_cmd(
     )  # fmt: skip
     out.write_text(text)
     click.echo(f"wrote {out}; check it with: rebadge agent status -c {out}")
+
+
+@group.command("enrol")
+@click.option(
+    "--state-dir", type=click.Path(path_type=Path, file_okay=False), default="/var/lib/rebadge", show_default=True,
+    help="The agent's [gateway] state_dir: gateway.key is here, and the enrolled files go here.",
+)  # fmt: skip
+@click.option("--platform", "platform_url", required=True, help="The platform's API, e.g. https://platform:8080.")
+@click.option("--token", required=True, envvar="REBADGE_ENROL_TOKEN", help="One-time enrolment token (or env).")
+@click.option("--platform-ca", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="CA file to check the platform's HTTPS certificate with (default: the system's).")  # fmt: skip
+def enrol_cmd(state_dir: Path, platform_url: str, token: str, platform_ca: Path | None) -> None:
+    """Enrol this gateway: exchange a one-time token and a CSR for the broker's client certificate."""
+    try:
+        files = enrol(state_dir, platform_url, token, platform_ca=platform_ca)
+    except EnrolmentError as exc:
+        raise click.ClickException(str(exc)) from exc
+    until = datetime.datetime.fromtimestamp(files.not_after, tz=datetime.UTC).isoformat(timespec="seconds")
+    click.echo(f"enrolled gateway {files.gw}; its certificate is valid until {until}")
+    click.echo("add to the agent's config (and point [mqtt] host/port at the broker's TLS listener, e.g. 8883):\n")
+    click.echo(files.config_lines())
