@@ -6,6 +6,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -157,6 +158,10 @@ async def cert_issue(
     await _with_platform(data_dir, db_url, body)
 
 
+def _date(at: int) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def _gateway_key(value: str) -> PublicKey:
     try:
         raw = bytes.fromhex(value)
@@ -223,6 +228,76 @@ async def lease_issue(
             f"lease {granted.lease_id}: slots [{granted.slot_lo}, {granted.slot_hi}) of {cert_no} "
             f"for gateway {key.kid.hex()}, written to {out}"
         )
+
+    await _with_platform(data_dir, db_url, body)
+
+
+@lease.command("write-off")
+@data_dir_option
+@db_url_option
+@as_option
+@click.argument("lease_id")
+@click.option("--reason", required=True, help="Why the gateway is given up on (kept in its history for audit).")
+@_run
+async def lease_write_off(data_dir: Path, db_url: str | None, account: str, lease_id: str, reason: str) -> None:
+    """As an auditor or admin, write off a lease whose gateway never came back; print the slots returned.
+
+    Only slots confirmed or activated under the lease stay spent; no record on it after the platform's head of that
+    gateway counts, and its other slots never activate under it.
+    """
+
+    async def body(p: Platform) -> None:
+        returned = await p.write_off_lease(await _acting(p, account), lease_id, reason)
+        click.echo(f"lease {lease_id} written off: {returned} slots back to its certificate")
+
+    await _with_platform(data_dir, db_url, body)
+
+
+@group.group()
+def gateway() -> None:
+    """Gateways: reinstating one frozen after its journal forked, and its history."""
+
+
+@gateway.command("reinstate")
+@data_dir_option
+@db_url_option
+@as_option
+@click.argument("gw")
+@click.option("--reason", required=True, help="What was checked, and why the gateway may go on (kept for audit).")
+@click.option(
+    "--seq",
+    type=click.IntRange(min=0),
+    default=None,
+    help="For a gateway that stopped because its restored journal is behind: the head seq it holds, as "
+    "'rebadge agent status' shows it there. Leave out for a gateway the platform froze on a fork.",
+)
+@_run
+async def gateway_reinstate(
+    data_dir: Path, db_url: str | None, account: str, gw: str, reason: str, seq: int | None
+) -> None:
+    """As an admin, lift a fork's freeze (or rebase a gateway behind): its open leases are written off, its own
+    chain goes on, and the worker tells the gateway at its next sweep."""
+
+    async def body(p: Platform) -> None:
+        base = await p.reinstate_gateway(await _acting(p, account), gw, reason, seq=seq)
+        click.echo(f"gateway {gw} reinstated: its chain goes on after seq {base}; it needs new leases")
+
+    await _with_platform(data_dir, db_url, body)
+
+
+@gateway.command("history")
+@data_dir_option
+@db_url_option
+@click.argument("gw")
+@_run
+async def gateway_history(data_dir: Path, db_url: str | None, gw: str) -> None:
+    """The gateway's audit history: frozen, leases written off, reinstated."""
+
+    async def body(p: Platform) -> None:
+        for h in await p.gateway_history(gw):
+            where = f" seq {h.seq}" if h.seq is not None else ""
+            lease = f" lease {h.lease_id}" if h.lease_id else ""
+            click.echo(f"{_date(h.at)}  {h.kind}{where}{lease}  {h.actor or '-'}: {h.reason}")
 
     await _with_platform(data_dir, db_url, body)
 

@@ -127,3 +127,24 @@ def test_cli_errors_are_plain(data: str, tmp_path: Path) -> None:
     assert no_cert.exit_code != 0
     assert "certificate 'RC999999' does not exist" in no_cert.output
     assert "Traceback" not in no_cert.output
+
+
+def test_cli_writes_off_a_lease_and_reinstates_only_as_the_roles_allow(data: str, tmp_path: Path) -> None:
+    cert_no = cert_issue(data).output.strip()
+    gateway = SigningKey.generate().public
+    said = run(
+        "lease", "issue", "--data-dir", data, "--as", "tech", "--cert", cert_no, "--gateway-key", gateway.raw.hex(),
+        "--slots", "5", "--out", str(tmp_path / "lease.cbor"),
+    )  # fmt: skip
+    lease_id = said.split()[1].rstrip(":")
+    refused = invoke("lease", "write-off", "--data-dir", data, "--as", "tech", lease_id, "--reason", "gone")
+    assert refused.exit_code != 0
+    assert "technician may not do this" in refused.output
+    done = run("lease", "write-off", "--data-dir", data, "--as", "first admin", lease_id, "--reason", "burnt")
+    assert done == f"lease {lease_id} written off: 5 slots back to its certificate"
+    gw = gateway.kid.hex()
+    not_frozen = invoke("gateway", "reinstate", "--data-dir", data, "--as", "first admin", gw, "--reason", "checked")
+    assert not_frozen.exit_code != 0
+    assert "is not frozen" in not_frozen.output
+    history = run("gateway", "history", "--data-dir", data, gw)
+    assert f"written_off seq 0 lease {lease_id}  first admin: burnt" in history
