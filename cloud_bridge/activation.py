@@ -146,7 +146,7 @@ async def _kept_for(conn: AsyncConnection, grant: Grant, lease: Row[Any]) -> boo
         await conn.execute(
             select(records.c.sn)
             .where(records.c.lease_id == lease.lease_id, records.c.gw == lease.gw, records.c.slot == grant.slot)
-            .where(records.c.kind != RecordKind.CLOSED)
+            .where(records.c.kind != RecordKind.CLOSED, records.c.seq <= lease.closed_seq)  # nothing after the close
             .order_by(records.c.seq.desc())
             .limit(1)
         )

@@ -417,3 +417,21 @@ async def test_an_activation_racing_a_close_is_either_kept_or_refused(platform: 
             assert activation.verdict == Verdict.NOT_HELD
             other, _, _ = await platform.issue_lease(cert_no, second.key.public, 1)
             assert (other.slot_lo, other.slot_hi) == (0, 1)
+
+
+async def test_a_slot_kept_in_doubt_at_a_close_activates_only_for_the_sn_it_was_kept_for(platform: Platform) -> None:
+    cert_no = await _cert(platform, quantity=2)
+    j = Journal()
+    lease, _, _ = await platform.issue_lease(cert_no, j.key.public, 2)
+    j.add(lease.lease_id, 0, "SN0001", RecordKind.RESERVED)
+    j.add(lease.lease_id, 0, "SN0001", RecordKind.IN_DOUBT)
+    close = j.close(lease.lease_id, lease.slot_hi)
+    # A dishonest gateway goes on after its own close, naming another unit in the kept slot.
+    j.add(lease.lease_id, 0, "SN0666", RecordKind.RESERVED)
+    j.add(lease.lease_id, 0, "SN0666", RecordKind.CONFIRMED)
+    result = await platform.ingest(j.batch(), topic_gw=j.gw)
+    assert [a.kind for a in result.anomalies] == [AnomalyKind.AFTER_LEASE_END]
+    assert await _ask_release(platform, j, lease.lease_id, close.seq) == (AnswerCode.OK, 1)  # slot 1 back
+    late = await platform.activate("SN0666", NEW_PID, _receipt(lease.lease_id, 0, "SN0666", j.key))
+    assert late.verdict == Verdict.NOT_HELD
+    assert (await platform.activate("SN0001", NEW_PID, _receipt(lease.lease_id, 0, "SN0001", j.key))).accepted
