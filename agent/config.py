@@ -68,7 +68,13 @@ class MqttConfig(_Section):
     tls: TlsConfig | None = None
     reconnect_min_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
+    healthy_after_s: float = Field(
+        default=30.0, gt=0, description="A session up this long resets the reconnect backoff to reconnect_min_s."
+    )
     batch_records: int = Field(default=200, ge=1, le=500)
+    resend_s: float = Field(
+        default=30.0, gt=0, le=3600, description="With batches out and no ack for this long, send again."
+    )
 
 
 class JournalConfig(_Section):

@@ -25,9 +25,9 @@ from agent.config import AgentConfig, LeaseConfig
 from agent.errors import AckTimeoutError, AgentError, BrokerUnreachableError, LeaseError, LeaseRefusedError
 from agent.journal import Journal, LeaseClose
 from agent.uplink import Uplink
-from agent.uplink.connection import Backoff
 from agent.uplink.records import wait_event
 from agent.uplink.requests import Signed, signed_request
+from mqtt_link import ReconnectPolicy
 from wire.errors import WireError
 from wire.keys import KeyRing
 from wire.lease_request import AnswerCode, LeaseAnswer, LeaseRequest, Release, ReleaseAnswer
@@ -158,7 +158,7 @@ class LeaseKeeper:
                      "lease.auto_request = false" if not self.config.auto_request
                      else "no lease.cert_no or line.certificate set")  # fmt: skip
             return
-        backoff = Backoff(self.config.retry_min_s, self.config.retry_max_s)
+        backoff = ReconnectPolicy(self.config.retry_min_s, self.config.retry_max_s)
         while True:
             self._wake.clear()
             if not self._requester.connected.is_set():

@@ -206,5 +206,6 @@ class AgentService:
                 "journal_seq": seq, "acked_seq": await journal.acked(),
                 "disk_free_mb": disk.free // 2**20, "at": int(time.time()), "pid": os.getpid(),
                 "frozen": None if frozen is None else frozen.as_dict(),
+                "mqtt": uplink.state.value, "mqtt_connections": uplink.connections,
             })  # fmt: skip
             await wait_event(self._health_wake, HEALTH_PERIOD_S)

@@ -20,7 +20,6 @@ from agent.config import MqttConfig, TlsConfig
 from agent.errors import AckTimeoutError, ConfigError
 from agent.journal import AckOutcome, AckResult, Journal
 from agent.uplink import Uplink, UplinkTiming
-from agent.uplink.connection import Backoff
 from agent.uplink.discovery import COUNTERS, config_topic
 from agent.uplink.records import RecordSender
 from rebadge.broker import PrivateBroker, free_port
@@ -34,9 +33,7 @@ from wire.records import RecordKind, batch_from_cbor
 from wire.tokens import Ack, Checkpoint, sign, verify
 from wire.topics import ProgressPayload, Result, ScanCommand, ScanEvent
 
-FAST = UplinkTiming(
-    connect_timeout_s=5.0, mqtt_timeout_s=1.0, resend_after_s=0.5, idle_check_s=1.0, offline_publish_timeout_s=1.0
-)
+FAST = UplinkTiming(connect_timeout_s=5.0, mqtt_timeout_s=1.0, idle_check_s=1.0, offline_publish_timeout_s=1.0)
 
 
 @pytest.fixture
@@ -54,7 +51,7 @@ def uplink_for(
     on_scan: Callable[[ScanCommand], Awaitable[None]] | None = None, **mqtt: Any,
 ) -> Uplink:  # fmt: skip
     fields = {"host": "127.0.0.1", "port": port, "batch_records": batch_records, "reconnect_min_s": 0.05,
-              "reconnect_max_s": 0.2, **mqtt}  # fmt: skip
+              "reconnect_max_s": 0.2, "resend_s": 0.5, **mqtt}  # fmt: skip
     config = MqttConfig(**fields)
     return Uplink(
         config, gateway.gw, gateway.journal, sign_checkpoint=gateway.sign_checkpoint, issuers=gateway.issuer.ring,
@@ -240,6 +237,36 @@ async def test_sender_keeps_a_bounded_window_and_resends_without_acks(gateway: G
         assert applied == AckResult(AckOutcome.RETIRED, 4)
         await eventually(lambda: (5, 6) in sent and (7, 8) in sent)
         assert sent[4:6] == [(5, 6), (7, 8)]
+
+
+async def test_a_live_ack_short_of_every_batch_out_resends_at_once(gateway: Gateway) -> None:
+    await gateway.scan(5)
+    sent: list[tuple[int, int]] = []
+
+    async def publish(topic: str, payload: bytes) -> None:
+        batch = batch_from_cbor(payload)
+        sent.append((batch.from_seq, batch.from_seq + len(batch.records) - 1))
+
+    sender = RecordSender(
+        gateway.journal, gateway.gw, gateway.sign_checkpoint, gateway.issuer.ring,
+        batch_records=2, max_in_flight=2, resend_after_s=60.0, idle_check_s=60.0,
+    )  # fmt: skip
+    head_2 = (await gateway.journal.pending(1, 1))[0].digest()
+
+    def ack(at: int) -> bytes:
+        return sign(Ack(gw=gateway.gw, seq=2, head=head_2, at=at), gateway.issuer.key)
+
+    async with running(sender.run(publish), "sender"):
+        await eventually(lambda: len(sent) == 2)
+        await sender.on_ack(ack(1), live=True)  # covers (1, 2): the window moves on
+        await eventually(lambda: len(sent) == 3)
+        await sender.on_ack(ack(2), live=False)  # a retained ack proves nothing about the batches out
+        await asyncio.sleep(0.05)
+        assert sent == [(1, 2), (3, 4), (5, 6)]
+        await sender.on_ack(ack(3), live=True)  # the platform still holds 2: it never got (3, 4)
+        await eventually(lambda: len(sent) == 5)  # long before the 60 s resend timer
+    assert sent[3:] == [(3, 4), (5, 6)]
+    assert sender.early_resends == 1
 
 
 # -- dashboards -------------------------------------------------------------------------------------------------
@@ -508,17 +535,6 @@ async def test_unix_socket_transport(tmp_path: Path, gateway: Gateway) -> None:
 
 
 # -- pure parts -------------------------------------------------------------------------------------------------
-
-
-def test_backoff_doubles_with_jitter_up_to_the_cap_and_resets() -> None:
-    low = Backoff(0.1, 1.0, rng=lambda: 0.0)
-    high = Backoff(0.1, 1.0, rng=lambda: 1.0)
-    assert [round(low.next_delay(), 3) for _ in range(6)] == [0.05, 0.1, 0.2, 0.4, 0.5, 0.5]
-    assert [round(high.next_delay(), 3) for _ in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
-    high.reset()
-    assert high.next_delay() == pytest.approx(0.1)
-    for _ in range(200):  # a long outage neither overflows nor passes the cap
-        assert high.next_delay() <= 1.0
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,6 @@
-"""The MQTT connection layer: an aiomqtt (paho) client built from MqttConfig, protocol choice, backoff, close.
+"""The MQTT connection layer: an aiomqtt (paho) client built from MqttConfig, TLS, protocol choice.
+
+The life cycle (connect, reconnect, state) is `mqtt_link.SessionRunner`'s.
 
 aiomqtt runs paho's blocking connect in an executor thread and paho's socket I/O on the event loop's reader and
 writer callbacks, so nothing here blocks the loop.
@@ -6,20 +8,19 @@ writer callbacks, so nothing here blocks the loop.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import datetime
 import logging
-import random
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
+from cryptography import x509
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import MqttConfig
 from agent.errors import ConfigError
+from wire.x509 import describe
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +28,13 @@ log = logging.getLogger(__name__)
 MQTT_TIMEOUT_S = 10.0
 # TCP (paho's own 5 s connect timeout) plus TLS plus CONNACK.
 CONNECT_TIMEOUT_S = 20.0
-# DISCONNECT written and the socket closed.
-DISCONNECT_TIMEOUT_S = 2.0
 # A flood of commands must not grow memory without bound; aiomqtt drops past this with a warning.
 MAX_QUEUED_INCOMING = 1000
 # Refusals that mean "this broker does not speak the protocol version you asked for":
 # 1 is MQTT 3.1.1's "unacceptable protocol version" (paho maps it to 0x84 for an MQTT 5 client).
 PROTOCOL_REFUSED_CODES = frozenset({1, 0x84})
-# Doubling stops growing here so a long outage cannot overflow the float.
-MAX_BACKOFF_DOUBLINGS = 32
+
+ENROL_HINT = "rebadge provision enrol --state-dir STATE_DIR --platform URL --token NEW_TOKEN"
 
 PROTOCOLS: dict[str, tuple[aiomqtt.ProtocolVersion, ...]] = {
     "auto": (aiomqtt.ProtocolVersion.V5, aiomqtt.ProtocolVersion.V311),
@@ -85,16 +84,35 @@ def tls_context(config: MqttConfig) -> ssl.SSLContext | None:
     try:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file))
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"mqtt.tls.ca_file {tls.ca_file}: cannot load the broker's CA ({exc})") from exc
+        raise ConfigError(
+            f"mqtt.tls.ca_file {tls.ca_file}: cannot load the broker's CA ({exc}); enrol again to get it: {ENROL_HINT}"
+        ) from exc
+    about = _certificate_in_force(tls.cert_file)
     try:
         context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(
-            f"mqtt.tls.cert_file {tls.cert_file} / mqtt.tls.key_file {tls.key_file}: cannot load the gateway's "
-            f"certificate and key ({exc}); check both paths and that the key matches the certificate"
+            f"mqtt.tls.cert_file {tls.cert_file} ({about}) / mqtt.tls.key_file {tls.key_file}: cannot load the "
+            f"gateway's certificate and key ({exc}); check both paths and that the key matches the certificate, "
+            f"or enrol again: {ENROL_HINT}"
         ) from exc
     context.sslsocket_class = _ClosingSSLSocket
     return context
+
+
+def _certificate_in_force(path: Path) -> str:
+    """Subject and dates of the gateway's certificate; ConfigError naming them if it is outside its dates."""
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        return "not a readable PEM certificate"
+    now = datetime.datetime.now(datetime.UTC)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise ConfigError(
+            f"mqtt.tls.cert_file {path}: the gateway's certificate ({describe(cert)}) is expired or not yet valid "
+            f"at {now.isoformat(timespec='seconds')}; check the gateway's clock, or enrol again: {ENROL_HINT}"
+        )
+    return describe(cert)
 
 
 @dataclass(frozen=True)
@@ -140,57 +158,3 @@ def is_protocol_refusal(exc: BaseException) -> bool:
         return False
     code = exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc
     return code in PROTOCOL_REFUSED_CODES
-
-
-async def open_client(client: aiomqtt.Client, timeout: float) -> None:
-    """Connect; a connect that fails, times out or is cancelled leaves no socket behind."""
-    try:
-        async with asyncio.timeout(timeout):
-            await client.__aenter__()
-    except BaseException:
-        drop_socket(client)
-        raise
-
-
-async def close_client(client: aiomqtt.Client, *, with_will: bool = False) -> None:
-    """DISCONNECT and wait (bounded) for the socket to close; `with_will` asks an MQTT 5 broker to send the will."""
-    if with_will:
-        # MQTT 5 reason 0x04: the broker publishes our last will (status offline) although we leave cleanly.
-        # aiomqtt's own DISCONNECT, queued after this one, is never written: paho closes the socket after the first.
-        reason = ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message")
-        client._client.disconnect(reasoncode=reason)
-    try:
-        async with asyncio.timeout(DISCONNECT_TIMEOUT_S):
-            await client.__aexit__(None, None, None)
-    except (aiomqtt.MqttError, TimeoutError) as exc:
-        log.debug("uplink: no clean disconnect (%s); closing the socket", exc)
-    finally:
-        drop_socket(client)
-
-
-def drop_socket(client: aiomqtt.Client) -> None:
-    """Close paho's socket if one is still open (aiomqtt leaves it open when a connect fails half way)."""
-    paho = client._client
-    if paho.socket() is not None:
-        with contextlib.suppress(OSError):
-            paho._sock_close()
-
-
-class Backoff:
-    """Capped exponential reconnect delay with jitter, so gateways that lost one broker do not return in step."""
-
-    def __init__(self, min_s: float, max_s: float, rng: Callable[[], float] = random.random) -> None:
-        self._min = min_s
-        self._max = max_s
-        self._rng = rng
-        self._failures = 0
-
-    def next_delay(self) -> float:
-        """The delay before the next attempt: uniform in [cap/2, cap], cap doubling per failure up to max_s."""
-        cap = min(self._max, self._min * 2.0 ** min(self._failures, MAX_BACKOFF_DOUBLINGS))
-        self._failures += 1
-        return cap / 2 + self._rng() * cap / 2
-
-    def reset(self) -> None:
-        """Start from min_s again (after a connection that worked)."""
-        self._failures = 0

@@ -19,11 +19,12 @@ from pydantic import ValidationError
 from agent.config import MqttConfig
 from agent.errors import AckTimeoutError, JournalError, RequestTimeoutError, UplinkError
 from agent.uplink import connection
-from agent.uplink.connection import Backoff, LastWill, close_client, make_client, open_client, protocol_name
+from agent.uplink.connection import LastWill, make_client, protocol_name
 from agent.uplink.discovery import discovery_configs
 from agent.uplink.outbox import Outbox
 from agent.uplink.records import RecordJournal, RecordSender, SignCheckpoint, shown
 from agent.uplink.requests import Answer, PendingRequests, Signed
+from mqtt_link import ConnectionState, ReconnectPolicy, SessionRunner
 from wire import topics
 from wire.keys import KeyRing
 from wire.lease_request import LeaseAnswer, LeaseRequest, Release, ReleaseAnswer, SignedRequest
@@ -35,8 +36,6 @@ ScanHandler = Callable[[ScanCommand], Awaitable[None]]
 
 # A batch counts as out until an ack covers it; this many may be out at once.
 MAX_BATCHES_IN_FLIGHT = 4
-# With batches out and no ack for this long, send again from the acked seq (the platform may have missed them).
-RESEND_AFTER_S = 30.0
 # Idle loops look again this often even when nothing woke them.
 IDLE_CHECK_S = 30.0
 # Scan events kept while the broker is away.
@@ -53,7 +52,6 @@ class UplinkTiming:
 
     connect_timeout_s: float = connection.CONNECT_TIMEOUT_S
     mqtt_timeout_s: float = connection.MQTT_TIMEOUT_S
-    resend_after_s: float = RESEND_AFTER_S
     idle_check_s: float = IDLE_CHECK_S
     offline_publish_timeout_s: float = OFFLINE_PUBLISH_TIMEOUT_S
     max_batches_in_flight: int = MAX_BATCHES_IN_FLIGHT
@@ -79,17 +77,23 @@ class Uplink:
         self._on_scan = on_scan
         self._records = RecordSender(
             journal, gw, sign_checkpoint, issuers, batch_records=config.batch_records,
-            max_in_flight=self.timing.max_batches_in_flight, resend_after_s=self.timing.resend_after_s,
+            max_in_flight=self.timing.max_batches_in_flight, resend_after_s=config.resend_s,
             idle_check_s=self.timing.idle_check_s,
         )  # fmt: skip
         self._outbox = Outbox(self.timing.max_queued_events, self.timing.idle_check_s)
         self._requests = PendingRequests(gw)
         self._client: aiomqtt.Client | None = None  # the session's client while connected (requests publish on it)
         self._connected = asyncio.Event()
+        self._protocols = list(connection.PROTOCOLS[config.protocol])  # the first is tried; a refusal drops it
         self._protocol: aiomqtt.ProtocolVersion | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._scans: set[asyncio.Task[None]] = set()
-        self.connections = 0
+        policy = ReconnectPolicy(config.reconnect_min_s, config.reconnect_max_s, healthy_after_s=config.healthy_after_s)
+        self.mqtt = SessionRunner(
+            f"uplink {gw}", new_client=self._new_client, greet=self._greet, serve=self._serve, policy=policy,
+            connect_timeout_s=self.timing.connect_timeout_s, where=self._where(), logger=log, lost=(JournalError,),
+            retry_at_once=self._fall_back,
+        )  # fmt: skip
 
     # -- what the rest of the agent calls -----------------------------------------------------------------------
 
@@ -102,6 +106,16 @@ class Uplink:
     def is_connected(self) -> bool:
         """Whether a session is up now."""
         return self._connected.is_set()
+
+    @property
+    def state(self) -> ConnectionState:
+        """The MQTT link's state now, for health."""
+        return self.mqtt.state
+
+    @property
+    def connections(self) -> int:
+        """Sessions that came up since start."""
+        return self.mqtt.connections
 
     @property
     def protocol(self) -> str | None:
@@ -220,67 +234,28 @@ class Uplink:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                await self._connect_loop()
+                await self.mqtt.run()
         finally:
             self._tg = None
 
-    async def _connect_loop(self) -> None:
-        backoff = Backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)
-        protocols = list(connection.PROTOCOLS[self.config.protocol])
-        where = self._where()
-        while True:
-            protocol = protocols[0]
-            # Each session runs in a task of its own: on Python 3.11 a TaskGroup whose child fails while the parent
-            # waits in __aexit__ never uncancel()s the parent, so a long-lived task would look "cancelling" for good
-            # after its first lost connection (and _publish's guard below would then end every later session).
-            session = asyncio.create_task(self._session(protocol, backoff), name=f"uplink {self.gw}: session")
-            try:
-                await session  # cancelling run() cancels the session and waits for its clean close
-            except (aiomqtt.MqttError, JournalError) as exc:
-                if connection.is_protocol_refusal(exc) and len(protocols) > 1:
-                    log.info("uplink: %s refuses MQTT %s; using MQTT %s", where, protocol_name(protocol),
-                             protocol_name(protocols[1]))  # fmt: skip
-                    protocols.pop(0)
-                    continue
-                log.warning("uplink: %s: %s", where, str(exc) or type(exc).__name__)
-            except BaseExceptionGroup as group:
-                lost, other = group.split((aiomqtt.MqttError, JournalError))
-                if other is not None or lost is None:
-                    raise
-                reasons = "; ".join(str(e) or type(e).__name__ for e in _leaves(lost))
-                log.warning("uplink: connection to %s lost: %s", where, reasons)
-            delay = backoff.next_delay()
-            log.info("uplink: reconnecting to %s in %.2f s", where, delay)
-            await asyncio.sleep(delay)
-
-    async def _session(self, protocol: aiomqtt.ProtocolVersion, backoff: Backoff) -> None:
+    async def _new_client(self) -> aiomqtt.Client:
         tls = await asyncio.to_thread(connection.tls_context, self.config) if self.config.tls else None
-        client = make_client(
-            self.config, f"rebadge-gw-{self.gw}", protocol, self._will(), self.timing.mqtt_timeout_s, tls
+        return make_client(
+            self.config, f"rebadge-gw-{self.gw}", self._protocols[0], self._will(), self.timing.mqtt_timeout_s, tls
         )
-        await open_client(client, self.timing.connect_timeout_s)
-        with_will = False
-        try:
-            self._protocol = protocol
-            await self._greet(client)
-            self.connections += 1
-            backoff.reset()
-            log.info("uplink: connected to %s (MQTT %s)", self._where(), protocol_name(protocol))
-            self._client = client
-            self._connected.set()
-            await self._serve(client)
-        except asyncio.CancelledError:
-            with_will = protocol is aiomqtt.ProtocolVersion.V5
-            if not with_will:
-                await self._say_offline(client)
-            raise
-        finally:
-            self._connected.clear()
-            self._client = None
-            await close_client(client, with_will=with_will)
+
+    def _fall_back(self, exc: BaseException) -> bool:
+        """On a broker that refuses MQTT 5, try 3.1.1 at once (with protocol = "auto")."""
+        if not connection.is_protocol_refusal(exc) or len(self._protocols) < 2:
+            return False
+        log.info("uplink: %s refuses MQTT %s; using MQTT %s", self._where(), protocol_name(self._protocols[0]),
+                 protocol_name(self._protocols[1]))  # fmt: skip
+        self._protocols.pop(0)
+        return True
 
     async def _greet(self, client: aiomqtt.Client) -> None:
         """Subscribe to acks, answers and commands, then say online (retained) so the will has something to replace."""
+        self._protocol = self._protocols[0]
         wanted = [(topics.ack(self.gw), 1), *((topic, 1) for topic in self._requests.response_topics)]
         if self._on_scan is not None:
             wanted.append((topics.command(self.gw, "scan"), 1))
@@ -292,6 +267,20 @@ class Uplink:
         await self._publish(client, topics.status(self.gw), self._status("online"), retain=True)
 
     async def _serve(self, client: aiomqtt.Client) -> None:
+        self._client = client
+        self._connected.set()
+        try:
+            await self._serve_tasks(client)
+        except asyncio.CancelledError:
+            # A clean DISCONNECT drops the will (aiomqtt's public API has no DISCONNECT-with-will), so a clean
+            # shutdown says offline itself.
+            await self._say_offline(client)
+            raise
+        finally:
+            self._connected.clear()
+            self._client = None
+
+    async def _serve_tasks(self, client: aiomqtt.Client) -> None:
         async def publish_record(topic: str, payload: bytes) -> None:
             await self._publish(client, topic, payload, retain=False)
 
@@ -319,7 +308,7 @@ class Uplink:
             raise asyncio.CancelledError
 
     async def _say_offline(self, client: aiomqtt.Client) -> None:
-        """MQTT 3.1.1 drops the will on a clean DISCONNECT, so a clean shutdown says offline itself (bounded)."""
+        """Retained status offline on the way out (bounded)."""
         try:
             async with asyncio.timeout(self.timing.offline_publish_timeout_s):
                 await client.publish(
@@ -339,7 +328,7 @@ class Uplink:
         async for message in client.messages:
             payload = message.payload if isinstance(message.payload, bytes) else b""
             if message.topic.value == ack_topic:
-                await self._records.on_ack(payload)
+                await self._records.on_ack(payload, live=not message.retain)
             elif message.topic.value == scan_topic:
                 self._on_command(payload)
             elif (op := self._requests.op_of(message.topic.value)) is not None:
@@ -394,10 +383,3 @@ class Uplink:
         if self.config.transport == "unix":
             return f"mqtt broker at {self.config.socket_path}"
         return f"mqtt broker {self.config.host}:{self.config.port}" + (" (TLS)" if self.config.tls else "")
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return out

@@ -2,7 +2,8 @@
 
 A batch is done only when a verified ack covers it. After each (re)connect, and whenever acks stop coming for
 `resend_after_s` while batches are out, sending starts again at the journal's acked seq + 1: duplicates are fine
-(the platform is idempotent), gaps never happen.
+(the platform is idempotent), gaps never happen. A live (not retained) ack that retires nothing and stops short of every
+batch out is the platform saying it waits behind a gap (a batch it never got): sending starts again from there at once.
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ class RecordSender:
         self._idle_check = idle_check_s
         self._wake = asyncio.Event()
         self._ack_pulse = asyncio.Event()
+        self._waits_at: int | None = None  # the seq a live ack said the platform holds, until the loop looks
         self.batches_sent = 0
+        self.early_resends = 0
 
     def wake(self) -> None:
         """New records were written, or an ack arrived: look again."""
@@ -123,6 +126,15 @@ class RecordSender:
                     in_flight.append(last)
                     next_seq = last + 1
                     continue
+            waits_at, self._waits_at = self._waits_at, None
+            if in_flight and waits_at is not None and waits_at == acked < in_flight[0]:
+                log.info("uplink: the platform waits at seq %d with %d batch(es) out; sending again from seq %d",
+                         acked, len(in_flight), acked + 1)  # fmt: skip
+                self.early_resends += 1
+                in_flight.clear()
+                next_seq = acked + 1
+                waiting_since = time.monotonic()
+                continue
             waited = time.monotonic() - waiting_since
             if in_flight and waited >= self._resend_after:
                 log.info(
@@ -152,8 +164,11 @@ class RecordSender:
         log.debug("uplink: sent records %d..%d", records[0].seq, last.seq)
         return last.seq
 
-    async def on_ack(self, token: bytes) -> AckResult | None:
+    async def on_ack(self, token: bytes, *, live: bool = False) -> AckResult | None:
         """Verify a signed ack and apply it; a forged, garbled or foreign ack does nothing (None).
+
+        `live` is an ack published now (not the retained one a subscription delivers): one that covers no batch out
+        starts the resend at once.
 
         Only a verified ack of this gateway reaches the journal, which retires what it covers, or freezes the
         gateway when it shows another chain than ours (the journal was restored from a backup).
@@ -182,6 +197,8 @@ class RecordSender:
         elif applied.outcome is AckOutcome.STILL_FROZEN:
             log.warning("uplink: the gateway stays frozen: the ack for seq %d does not lift it (only an ack newer "
                         "than the one that froze it, matching this journal, does)", ack.seq)  # fmt: skip
+        if live and applied.retired == 0 and applied.outcome in (AckOutcome.RETIRED, AckOutcome.UNCHANGED):
+            self._waits_at = ack.seq  # it moved nothing: the platform tells us where it stands
         pulse, self._ack_pulse = self._ack_pulse, asyncio.Event()
         pulse.set()
         self.wake()
