@@ -29,24 +29,32 @@ def mosquitto_path() -> str:
 
 
 class PrivateBroker:
-    """mosquitto with its own config in `workdir`, listening on 127.0.0.1:`port` (MQTT 3.1.1 and 5)."""
+    """mosquitto with its own config in `workdir`, listening on 127.0.0.1:`port` (MQTT 3.1.1 and 5).
 
-    def __init__(self, workdir: Path, port: int | None = None, *, extra_config: str = "") -> None:
+    With `config_file` (e.g. one `rebadge provision broker-config` wrote for `port`) it runs that file instead of
+    the plaintext loopback config; the file's listener must be on 127.0.0.1:`port`.
+    """
+
+    def __init__(
+        self, workdir: Path, port: int | None = None, *, extra_config: str = "", config_file: Path | None = None
+    ) -> None:
         self.workdir = workdir
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.extra_config = extra_config
+        self.config_file = config_file
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         """Start (or restart on the same port) and wait until it accepts connections."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        conf = self.workdir / "mosquitto.conf"
-        # As root, mosquitto drops to the `mosquitto` user unless told otherwise; stay who we are.
-        conf.write_text(
-            f"listener {self.port} {self.host}\nallow_anonymous true\nuser {getpass.getuser()}\n"
-            f"persistence false\nmax_queued_messages 100000\n{self.extra_config}"
-        )
+        conf = self.config_file or self.workdir / "mosquitto.conf"
+        if self.config_file is None:
+            # As root, mosquitto drops to the `mosquitto` user unless told otherwise; stay who we are.
+            conf.write_text(
+                f"listener {self.port} {self.host}\nallow_anonymous true\nuser {getpass.getuser()}\n"
+                f"persistence false\nmax_queued_messages 100000\n{self.extra_config}"
+            )
         log = (self.workdir / "mosquitto.log").open("ab")
         self.proc = subprocess.Popen([mosquitto_path(), "-c", str(conf)], stdout=log, stderr=log)
         log.close()

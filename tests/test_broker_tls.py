@@ -1,0 +1,186 @@
+"""A real mosquitto on the configuration `rebadge provision broker-config` writes: mTLS, the ACL, no plaintext."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from agent.config import MqttConfig, TlsConfig
+from agent.uplink.connection import tls_context
+from cloud_bridge import accounts, enrolment
+from cloud_bridge.ca import load_or_create
+from cloud_bridge.platform import Platform
+from provisioning.broker_config import BrokerSettings, acl, write_broker_config
+from provisioning.enrolment import (
+    CA_CERT_FILE,
+    CLIENT_CERT_FILE,
+    CLIENT_KEY_FILE,
+    PUBLIC_MODE,
+    SECRET_MODE,
+    load_or_create_key,
+    write_file,
+)
+from rebadge.broker import PrivateBroker, free_port
+from wire import topics
+from wire import x509 as wx
+
+pytestmark = pytest.mark.slow
+
+# A refused or dead connection is seen well within this; nothing here waits on a healthy broker longer.
+CONNECT_TIMEOUT_S = 5.0
+# How long a message allowed through would take to arrive at the most (loopback, idle broker).
+DELIVERY_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """An enrolled gateway's files."""
+
+    gw: str
+    state_dir: Path
+
+    @property
+    def tls(self) -> TlsConfig:
+        d = self.state_dir
+        return TlsConfig(ca_file=d / CA_CERT_FILE, cert_file=d / CLIENT_CERT_FILE, key_file=d / CLIENT_KEY_FILE)
+
+
+@dataclass
+class Site:
+    """The platform (with its CA), a TLS broker on the generated configuration, and a way to enrol gateways."""
+
+    platform: Platform
+    broker: PrivateBroker
+    broker_dir: Path
+    tmp: Path
+    org_id: int
+
+    async def enrol(self, name: str) -> Gateway:
+        now = self.platform.now()
+        token, _ = await self.platform.run(enrolment.create_token, accounts.SYSTEM, name, 600, now, org_id=self.org_id)
+        state = self.tmp / name
+        key = load_or_create_key(state)
+        done = await self.platform.enrol(token, wx.gateway_csr(key))
+        write_file(state / CLIENT_KEY_FILE, wx.gateway_key_pem(key), SECRET_MODE)
+        write_file(state / CLIENT_CERT_FILE, done.certificate, PUBLIC_MODE)
+        write_file(state / CA_CERT_FILE, done.ca_certificate, PUBLIC_MODE)
+        return Gateway(done.gw, state)
+
+    def platform_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.broker_dir / "ca.crt"))
+        context.load_cert_chain(str(self.broker_dir / "platform.crt"), str(self.broker_dir / "platform.key"))
+        return context
+
+
+def tls_broker(ca_dir: Path, out: Path) -> PrivateBroker:
+    """mosquitto on a fresh generated configuration for a free loopback port."""
+    port = free_port()
+    write_broker_config(ca_dir, BrokerSettings(out, port=port, bind="127.0.0.1", user=getpass.getuser()))
+    return PrivateBroker(out, port, config_file=out / "mosquitto.conf")
+
+
+@pytest.fixture(name="site")
+async def fixture_site(tmp_path: Path) -> AsyncIterator[Site]:
+    platform = await Platform.open(tmp_path / "cloud")
+    org_id = await platform.run(accounts.create_org, accounts.SYSTEM, "factory", accounts.OrgKind.FACTORY, 0)
+    broker = tls_broker(tmp_path / "cloud", tmp_path / "broker")
+    broker.start()
+    try:
+        yield Site(platform, broker, tmp_path / "broker", tmp_path, org_id)
+    finally:
+        broker.stop()
+        await platform.close()
+
+
+def client(site: Site, identifier: str, context: ssl.SSLContext | None, port: int | None = None) -> aiomqtt.Client:
+    return aiomqtt.Client(
+        "127.0.0.1", port or site.broker.port, identifier=identifier, tls_context=context, timeout=CONNECT_TIMEOUT_S
+    )
+
+
+def gateway_context(g: Gateway) -> ssl.SSLContext:
+    context = tls_context(MqttConfig(tls=g.tls))
+    assert context is not None
+    return context
+
+
+async def refused(c: aiomqtt.Client) -> BaseException:
+    """The error connecting `c` ends with; the test fails if it connects."""
+    with pytest.raises((aiomqtt.MqttError, ssl.SSLError, OSError, TimeoutError)) as caught:
+        async with asyncio.timeout(CONNECT_TIMEOUT_S * 2), c:
+            pytest.fail("connected")
+    return caught.value
+
+
+def test_the_acl_confines_each_gateway_to_its_own_topics() -> None:
+    text = acl("rebadge-platform")
+    assert "pattern write rebadge/v1/gw/%u/#\n" in text
+    assert "pattern read rebadge/v1/cloud/gw/%u/#\n" in text
+    assert "pattern read rebadge/v1/gw/%u/res/#\n" in text
+    assert "user rebadge-platform\ntopic read rebadge/v1/gw/+/#\n" in text
+    assert "pattern readwrite" not in text
+    assert "topic write rebadge/v1/cloud/#" in text or "topic readwrite rebadge/v1/cloud/#" in text
+
+
+def test_the_configuration_requires_certificates_and_persists(tmp_path: Path) -> None:
+    load_or_create(tmp_path / "cloud", 0)
+    files = write_broker_config(tmp_path / "cloud", BrokerSettings(tmp_path / "b"))
+    conf = (tmp_path / "b" / "mosquitto.conf").read_text()
+    wanted = (
+        "allow_anonymous false",
+        "require_certificate true",
+        "use_identity_as_username true",
+        "persistence true",
+        "autosave_on_changes true",
+        "autosave_interval 1",
+        "listener 8883 0.0.0.0",
+    )
+    for line in wanted:
+        assert f"\n{line}\n" in conf
+    modes = {p.name: p.stat().st_mode & 0o777 for p in files}
+    assert modes == {"acl": 0o644, "ca.crt": 0o644, "mosquitto.conf": 0o644, "platform.crt": 0o644,
+                     "platform.key": 0o600, "server.crt": 0o644, "server.key": 0o600}  # fmt: skip
+
+
+async def test_a_gateway_cannot_speak_for_another(site: Site) -> None:
+    a, b = await site.enrol("line-a"), await site.enrol("line-b")
+    got: list[tuple[str, bytes]] = []
+    async with client(site, "platform", site.platform_context()) as platform:
+        await platform.subscribe(f"{topics.BASE}/gw/+/#", qos=1)
+        async with client(site, a.gw, gateway_context(a)) as gw_a:
+            await gw_a.publish(topics.records(b.gw), b"forged", qos=1)
+            await gw_a.publish(topics.status(b.gw), b"forged", qos=1, retain=True)
+            await gw_a.publish(topics.records(a.gw), b"own", qos=1)
+        async with asyncio.timeout(DELIVERY_TIMEOUT_S):
+            async for message in platform.messages:
+                assert isinstance(message.payload, bytes)
+                got.append((message.topic.value, message.payload))
+                if message.payload == b"own":
+                    break
+    # In order on one connection: had the forged ones passed, they would have come first.
+    assert got == [(topics.records(a.gw), b"own")]
+
+
+async def test_a_gateway_reads_only_its_own_acks(site: Site) -> None:
+    a, b = await site.enrol("line-a"), await site.enrol("line-b")
+    async with client(site, "platform", site.platform_context()) as platform:
+        await platform.publish(topics.ack(b.gw), b"ack of b", qos=1, retain=True)
+        await platform.publish(topics.ack(a.gw), b"ack of a", qos=1, retain=True)
+    async with client(site, a.gw, gateway_context(a)) as gw_a:
+        await gw_a.subscribe(f"{topics.BASE}/cloud/gw/+/ack", qos=1)
+        async with asyncio.timeout(DELIVERY_TIMEOUT_S):
+            message = await anext(aiter(gw_a.messages))
+        assert (message.topic.value, message.payload) == (topics.ack(a.gw), b"ack of a")
+
+
+async def test_without_a_certificate_or_in_plaintext_the_broker_refuses(site: Site) -> None:
+    no_cert = ssl.create_default_context(cafile=str(site.broker_dir / "ca.crt"))
+    await refused(client(site, "anonymous", no_cert))
+    await refused(client(site, "plaintext", None))
