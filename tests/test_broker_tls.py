@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import getpass
 import ssl
 from collections.abc import AsyncIterator
@@ -13,7 +14,8 @@ import aiomqtt
 import pytest
 
 from agent.config import MqttConfig, TlsConfig
-from agent.uplink.connection import tls_context
+from agent.errors import ConfigError
+from agent.uplink.connection import LastWill, make_client, tls_context
 from cloud_bridge import accounts, enrolment
 from cloud_bridge.ca import load_or_create
 from cloud_bridge.platform import Platform
@@ -184,3 +186,54 @@ async def test_without_a_certificate_or_in_plaintext_the_broker_refuses(site: Si
     no_cert = ssl.create_default_context(cafile=str(site.broker_dir / "ca.crt"))
     await refused(client(site, "anonymous", no_cert))
     await refused(client(site, "plaintext", None))
+
+
+async def test_the_agent_connects_with_its_enrolled_files(site: Site) -> None:
+    g = await site.enrol("line-a")
+    config = MqttConfig(host="127.0.0.1", port=site.broker.port, tls=g.tls)
+    will = LastWill(topics.status(g.gw), b"offline")
+    agent = make_client(config, g.gw, aiomqtt.ProtocolVersion.V5, will, CONNECT_TIMEOUT_S, tls_context(config))
+    async with client(site, "platform", site.platform_context()) as platform:
+        await platform.subscribe(topics.status(g.gw), qos=1)
+        async with agent:
+            await agent.publish(topics.status(g.gw), b"online", qos=1, retain=True)
+        async with asyncio.timeout(DELIVERY_TIMEOUT_S):
+            message = await anext(aiter(platform.messages))
+    assert message.payload == b"online"
+
+
+async def test_the_agent_never_falls_back_to_plaintext(site: Site, broker: PrivateBroker) -> None:
+    """A plaintext broker, or one whose certificate another CA signed, is refused; nothing is tried without TLS."""
+    g = await site.enrol("line-a")
+    will = LastWill(topics.status(g.gw), b"offline")
+    load_or_create(site.tmp / "other-ca", site.platform.now())
+    other = tls_broker(site.tmp / "other-ca", site.tmp / "other-broker")
+    other.start()
+    try:
+        for port in (broker.port, other.port):
+            config = MqttConfig(host="127.0.0.1", port=port, tls=g.tls)
+            error = await refused(make_client(config, g.gw, aiomqtt.ProtocolVersion.V5, will, CONNECT_TIMEOUT_S,
+                                              tls_context(config)))  # fmt: skip
+            assert "CERTIFICATE_VERIFY_FAILED" in str(error) or port == broker.port
+    finally:
+        other.stop()
+    assert "New client connected" not in (broker.workdir / "mosquitto.log").read_text()
+    with pytest.raises(ConfigError, match="refusing to connect in plaintext"):
+        make_client(MqttConfig(port=broker.port, tls=g.tls), g.gw, aiomqtt.ProtocolVersion.V5, will, 1.0, None)
+
+
+def test_an_expired_certificate_is_named_with_its_dates(tmp_path: Path) -> None:
+    ca = load_or_create(tmp_path / "cloud", 0)
+    key = load_or_create_key(tmp_path / "state")
+    cert = ca.issue_gateway(key.public, 3600, int(datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC).timestamp()))
+    g = Gateway(key.kid.hex(), tmp_path / "state")
+    write_file(g.tls.cert_file, wx.pem(cert), PUBLIC_MODE)
+    write_file(g.tls.key_file, wx.gateway_key_pem(key), SECRET_MODE)
+    write_file(g.tls.ca_file, ca.cert_pem, PUBLIC_MODE)
+    with pytest.raises(ConfigError) as caught:
+        tls_context(MqttConfig(tls=g.tls))
+    message = str(caught.value)
+    assert str(g.tls.cert_file) in message
+    assert f"CN={key.kid.hex()}" in message
+    assert "2020-01-01T01:00:00+00:00" in message
+    assert "rebadge provision enrol" in message
