@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cloud_bridge import accounts
 from cloud_bridge.accounts import Actor
+from cloud_bridge.ca import DEFAULT_CLIENT_CERT_VALID_S
 from cloud_bridge.certificates import Application
 from cloud_bridge.certificates import issue_as as issue_certificate_as
 from cloud_bridge.errors import CloudError
@@ -71,8 +72,14 @@ def _run(coro: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
     return wrapper
 
 
-async def _with_platform(data_dir: Path, db_url: str | None, body: Callable[[Platform], Awaitable[T]]) -> T:
-    platform = await Platform.open(data_dir, db_url=db_url)
+async def _with_platform(
+    data_dir: Path,
+    db_url: str | None,
+    body: Callable[[Platform], Awaitable[T]],
+    *,
+    client_cert_valid_s: int = DEFAULT_CLIENT_CERT_VALID_S,
+) -> T:
+    platform = await Platform.open(data_dir, db_url=db_url, client_cert_valid_s=client_cert_valid_s)
     try:
         return await body(platform)
     finally:
@@ -328,6 +335,8 @@ async def worker(data_dir: Path, db_url: str | None, mqtt_host: str, mqtt_port: 
 @click.option("--mqtt-port", type=click.IntRange(1, 65535), default=1883, show_default=True)
 @click.option("--no-worker", is_flag=True, help="Serve only the API; run 'rebadge cloud worker' elsewhere.")
 @click.option("--shared-group", default=None, help="Share the ingest load with other workers (MQTT 5 $share).")
+@click.option("--client-cert-days", type=click.IntRange(1, 365), default=DEFAULT_CLIENT_CERT_VALID_S // 86400,
+              show_default=True, help="How long the client certificates of enrolled gateways last.")  # fmt: skip
 @_run
 async def serve(
     data_dir: Path,
@@ -338,6 +347,7 @@ async def serve(
     mqtt_port: int,
     no_worker: bool,
     shared_group: str | None,
+    client_cert_days: int,
 ) -> None:
     """Run the HTTP API (OpenAPI at /openapi.json) and the MQTT worker; print a first admin key on a new platform."""
     config = ServeConfig(
@@ -356,7 +366,7 @@ async def serve(
         with signal_event() as stop:
             await serve_platform(p, config, stop)
 
-    await _with_platform(data_dir, db_url, body)
+    await _with_platform(data_dir, db_url, body, client_cert_valid_s=client_cert_days * 86400)
 
 
 @group.command()

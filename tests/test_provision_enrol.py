@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import stat
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,7 @@ from cloud_bridge.api.app import create_app
 from cloud_bridge.platform import Platform
 from provisioning.cli import group
 from rebadge.broker import free_port
+from tests.test_cloud_serve import KEY_LINE, _stop, _wait_serving
 from wire.keys import SigningKey
 
 SERVE_TIMEOUT_S = 5.0
@@ -110,3 +114,29 @@ async def test_enrol_refuses_a_loose_key_file(api: Api, tmp_path: Path) -> None:
     result = await run("enrol", "--state-dir", str(state), "--platform", api.url, "--token", await api.token())
     assert result.exit_code == 1
     assert "chmod 600" in result.output
+
+
+@pytest.mark.slow
+def test_enrol_against_rebadge_cloud_serve(tmp_path: Path) -> None:
+    """The real `rebadge cloud serve` process, with shorter certificates, and the enrol command on a gateway."""
+    port = free_port()
+    cmd = [sys.executable, "-c", "from rebadge.cli import main; main()", "cloud", "serve", "--data-dir",
+           str(tmp_path / "cloud"), "--port", str(port), "--no-worker", "--client-cert-days", "2"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=os.environ | {"PYTHONUNBUFFERED": "1"})  # fmt: skip
+    try:
+        lines = _wait_serving(proc, port)
+        admin = next(line.rsplit(" ", 1)[1] for line in lines if line.startswith(KEY_LINE))
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=url, headers={"X-API-Key": admin}) as c:
+            org = c.post("/v1/orgs", json={"name": "factory", "kind": "factory"}).json()["id"]
+            made = c.post("/v1/enrolment-tokens", json={"org_id": org, "line": "l1", "valid_s": 600}).json()
+        result = CliRunner().invoke(
+            group, ["enrol", "--state-dir", str(tmp_path / "gw"), "--platform", url, "--token", made["token"]]
+        )
+        assert result.exit_code == 0, result.output
+        cert = x509.load_pem_x509_certificate((tmp_path / "gw" / "client.crt").read_bytes())
+        lifetime = (cert.not_valid_after_utc - cert.not_valid_before_utc).total_seconds()
+        assert 2 * 86400 <= lifetime <= 2 * 86400 + 600
+    finally:
+        assert _stop(proc) == 0
