@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from cloud_bridge.certificates import Application
 from cloud_bridge.certificates import issue_as as issue_certificate_as
 from cloud_bridge.errors import CloudError
 from cloud_bridge.leases import issue_as as issue_lease_as
+from cloud_bridge.mqtt_tls import ServiceTls, service_context
 from cloud_bridge.platform import DEFAULT_CERT_VALID_S, DEFAULT_LEASE_VALID_S, Platform
 from cloud_bridge.service import ServeConfig, signal_event, until_signalled
 from cloud_bridge.service import serve as serve_platform
@@ -309,19 +311,48 @@ async def gateway_history(data_dir: Path, db_url: str | None, gw: str) -> None:
     await _with_platform(data_dir, db_url, body)
 
 
+_FILE = click.Path(dir_okay=False, exists=True, path_type=Path)
+
+
+def mqtt_tls_options(command: Callable[P, T]) -> Callable[P, T]:
+    """--mqtt-ca, --mqtt-cert and --mqtt-key: the platform's service identity on the broker (all three or none)."""
+    for name, env, what in reversed((
+        ("--mqtt-ca", "REBADGE_MQTT_CA", "CA that signed the broker's certificate (ca.crt of broker-config)"),
+        ("--mqtt-cert", "REBADGE_MQTT_CERT", "the platform's client certificate (platform.crt of broker-config)"),
+        ("--mqtt-key", "REBADGE_MQTT_KEY", "its key (platform.key of broker-config)"),
+    )):  # fmt: skip
+        command = click.option(name, type=_FILE, envvar=env, default=None, help=f"mTLS: {what}. Env: {env}.")(command)
+    return command
+
+
+def _service_tls(ca: Path | None, cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    given = [f is not None for f in (ca, cert, key)]
+    if not any(given):
+        return None
+    if ca is None or cert is None or key is None:
+        raise click.UsageError("give --mqtt-ca, --mqtt-cert and --mqtt-key together (or none, for a plaintext broker)")
+    return service_context(ServiceTls(ca, cert, key))
+
+
 @group.command()
 @data_dir_option
 @db_url_option
 @click.option("--mqtt-host", default="127.0.0.1", show_default=True)
 @click.option("--mqtt-port", type=click.IntRange(1, 65535), default=1883, show_default=True)
+@mqtt_tls_options
 @click.option("--shared-group", default=None, help="Share the load with other workers (MQTT 5 $share/GROUP/...).")
 @_run
-async def worker(data_dir: Path, db_url: str | None, mqtt_host: str, mqtt_port: int, shared_group: str | None) -> None:
+async def worker(
+    data_dir: Path, db_url: str | None, mqtt_host: str, mqtt_port: int, mqtt_ca: Path | None,
+    mqtt_cert: Path | None, mqtt_key: Path | None, shared_group: str | None,
+) -> None:  # fmt: skip
     """Ingest gateways' record batches from MQTT and publish signed acks, until stopped."""
+    tls = _service_tls(mqtt_ca, mqtt_cert, mqtt_key)
 
     async def body(p: Platform) -> None:
-        click.echo(f"ingesting from {mqtt_host}:{mqtt_port}; stop with Ctrl-C")
-        await until_signalled(IngestWorker(p, host=mqtt_host, port=mqtt_port, shared_group=shared_group).run())
+        click.echo(f"ingesting from {mqtt_host}:{mqtt_port}{' (mTLS)' if tls else ''}; stop with Ctrl-C")
+        work = IngestWorker(p, host=mqtt_host, port=mqtt_port, shared_group=shared_group, tls_context=tls)
+        await until_signalled(work.run())
 
     await _with_platform(data_dir, db_url, body)
 
@@ -333,6 +364,7 @@ async def worker(data_dir: Path, db_url: str | None, mqtt_host: str, mqtt_port: 
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
 @click.option("--mqtt-host", default="127.0.0.1", show_default=True)
 @click.option("--mqtt-port", type=click.IntRange(1, 65535), default=1883, show_default=True)
+@mqtt_tls_options
 @click.option("--no-worker", is_flag=True, help="Serve only the API; run 'rebadge cloud worker' elsewhere.")
 @click.option("--shared-group", default=None, help="Share the ingest load with other workers (MQTT 5 $share).")
 @click.option("--client-cert-days", type=click.IntRange(1, 365), default=DEFAULT_CLIENT_CERT_VALID_S // 86400,
@@ -345,6 +377,9 @@ async def serve(
     port: int,
     mqtt_host: str,
     mqtt_port: int,
+    mqtt_ca: Path | None,
+    mqtt_cert: Path | None,
+    mqtt_key: Path | None,
     no_worker: bool,
     shared_group: str | None,
     client_cert_days: int,
@@ -356,6 +391,7 @@ async def serve(
         mqtt_host=None if no_worker else mqtt_host,
         mqtt_port=mqtt_port,
         shared_group=shared_group,
+        mqtt_tls=None if no_worker else _service_tls(mqtt_ca, mqtt_cert, mqtt_key),
     )
 
     async def body(p: Platform) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ class ServeConfig:
     mqtt_host: str | None = "127.0.0.1"
     mqtt_port: int = 1883
     shared_group: str | None = None
+    mqtt_tls: ssl.SSLContext | None = None  # the platform's service identity; None: plaintext (the loopback demo)
 
 
 class _Server(uvicorn.Server):
@@ -82,8 +84,9 @@ async def serve(platform: Platform, config: ServeConfig, stop: asyncio.Event) ->
         helpers = [tasks.create_task(stop_server(), name="cloud-serve-stop")]
         if config.mqtt_host is not None:
             worker = IngestWorker(
-                platform, host=config.mqtt_host, port=config.mqtt_port, shared_group=config.shared_group
-            )
+                platform, host=config.mqtt_host, port=config.mqtt_port, shared_group=config.shared_group,
+                tls_context=config.mqtt_tls,
+            )  # fmt: skip
             helpers.append(tasks.create_task(worker.run(), name="cloud-worker"))
         log.info("API on http://%s:%d (OpenAPI at /openapi.json)", config.host, config.port)
         await server.serve()

@@ -18,7 +18,10 @@ from agent.errors import ConfigError
 from agent.uplink.connection import LastWill, make_client, tls_context
 from cloud_bridge import accounts, enrolment
 from cloud_bridge.ca import load_or_create
+from cloud_bridge.errors import ConfigError as CloudConfigError
+from cloud_bridge.mqtt_tls import ServiceTls, service_context
 from cloud_bridge.platform import Platform
+from cloud_bridge.worker import IngestWorker
 from provisioning.broker_config import BrokerSettings, acl, write_broker_config
 from provisioning.enrolment import (
     CA_CERT_FILE,
@@ -30,8 +33,11 @@ from provisioning.enrolment import (
     write_file,
 )
 from rebadge.broker import PrivateBroker, free_port
+from tests.test_cloud_helpers import NEW_PID, OLD_PID, Journal
 from wire import topics
 from wire import x509 as wx
+from wire.keys import KeyRing
+from wire.tokens import Ack, verify
 
 pytestmark = pytest.mark.slow
 
@@ -75,10 +81,13 @@ class Site:
         write_file(state / CA_CERT_FILE, done.ca_certificate, PUBLIC_MODE)
         return Gateway(done.gw, state)
 
+    @property
+    def service_tls(self) -> ServiceTls:
+        d = self.broker_dir
+        return ServiceTls(ca_file=d / "ca.crt", cert_file=d / "platform.crt", key_file=d / "platform.key")
+
     def platform_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=str(self.broker_dir / "ca.crt"))
-        context.load_cert_chain(str(self.broker_dir / "platform.crt"), str(self.broker_dir / "platform.key"))
-        return context
+        return service_context(self.service_tls)
 
 
 def tls_broker(ca_dir: Path, out: Path) -> PrivateBroker:
@@ -237,3 +246,47 @@ def test_an_expired_certificate_is_named_with_its_dates(tmp_path: Path) -> None:
     assert f"CN={key.kid.hex()}" in message
     assert "2020-01-01T01:00:00+00:00" in message
     assert "rebadge provision enrol" in message
+
+
+async def test_the_worker_ingests_over_mtls_with_the_platform_identity(site: Site) -> None:
+    """The real worker, with the context `rebadge cloud worker --mqtt-ca/--mqtt-cert/--mqtt-key` builds."""
+    g = await site.enrol("line-a")
+    j = Journal(load_or_create_key(g.state_dir), old_pid=OLD_PID)
+    cert, _ = await site.platform.issue_certificate(factory="factory", original_pid=OLD_PID, new_pid=NEW_PID,
+                                                    quantity=5)  # fmt: skip
+    lease, _, _ = await site.platform.issue_lease(cert.cert_no, j.key.public, 2)
+    j.confirm(lease.lease_id, 0, "SN0001")
+    tls = service_context(site.service_tls)
+    worker = IngestWorker(
+        site.platform, host="127.0.0.1", port=site.broker.port, tls_context=tls, reconnect_min_s=0.05,
+        reconnect_max_s=0.2,
+    )  # fmt: skip
+    task = asyncio.create_task(worker.run())
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            await worker.ready.wait()
+        async with client(site, g.gw, gateway_context(g)) as gw:
+            await gw.subscribe(topics.ack(g.gw), qos=1)
+            await gw.publish(topics.records(g.gw), j.batch(), qos=1)
+            async with asyncio.timeout(DELIVERY_TIMEOUT_S):
+                message = await anext(aiter(gw.messages))
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert isinstance(message.payload, bytes)
+    ack = verify(message.payload, Ack, KeyRing([site.platform.issuer.public]))
+    assert (ack.gw, ack.seq, ack.head) == (g.gw, len(j.records), j.head)
+
+
+def test_an_expired_service_certificate_is_named_and_nothing_connects(site: Site) -> None:
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=400)
+    with pytest.raises(CloudConfigError) as caught:
+        service_context(site.service_tls, now=later)
+    message = str(caught.value)
+    assert str(site.service_tls.cert_file) in message
+    assert "CN=rebadge-platform" in message
+    assert "expired or not yet valid" in message
+    files = site.service_tls
+    with pytest.raises(CloudConfigError, match="--mqtt-key"):
+        service_context(ServiceTls(files.ca_file, files.cert_file, site.broker_dir / "server.key"))

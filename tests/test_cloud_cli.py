@@ -148,3 +148,15 @@ def test_cli_writes_off_a_lease_and_reinstates_only_as_the_roles_allow(data: str
     assert "is not frozen" in not_frozen.output
     history = run("gateway", "history", "--data-dir", data, gw)
     assert f"written_off seq 0 lease {lease_id}  first admin: burnt" in history
+
+
+def test_worker_tls_needs_all_three_files_and_names_a_bad_one(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_text("not a certificate")
+    partial = invoke("worker", "--data-dir", str(tmp_path / "cloud"), "--mqtt-ca", str(ca))
+    assert partial.exit_code == 2
+    assert "--mqtt-ca, --mqtt-cert and --mqtt-key together" in partial.output
+    bad = invoke("worker", "--data-dir", str(tmp_path / "cloud"), "--mqtt-ca", str(ca), "--mqtt-cert", str(ca),
+                 "--mqtt-key", str(ca))  # fmt: skip
+    assert bad.exit_code == 1
+    assert f"--mqtt-ca {ca}: cannot load the broker's CA" in bad.output

@@ -20,7 +20,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import MqttConfig
 from agent.errors import ConfigError
-from wire.x509 import describe
+from wire.x509 import describe, in_force
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _certificate_in_force(path: Path) -> str:
     except (OSError, ValueError):
         return "not a readable PEM certificate"
     now = datetime.datetime.now(datetime.UTC)
-    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+    if not in_force(cert, now):
         raise ConfigError(
             f"mqtt.tls.cert_file {path}: the gateway's certificate ({describe(cert)}) is expired or not yet valid "
             f"at {now.isoformat(timespec='seconds')}; check the gateway's clock, or enrol again: {ENROL_HINT}"
