@@ -52,6 +52,11 @@ class TlsConfig(_Section):
     ca_file: Path
     cert_file: Path
     key_file: Path
+    renew_before_s: float = Field(
+        default=2 * 86400, gt=0, description="Ask for a new certificate this long before cert_file expires."
+    )
+    renew_retry_s: float = Field(default=300.0, gt=0, description="After a refused or unanswered renewal, wait this.")
+    renew_timeout_s: float = Field(default=15.0, gt=0, description="Bound on one renewal request and its answer.")
 
 
 class MqttConfig(_Section):

@@ -98,6 +98,10 @@ class UplinkError(AgentError):
     """The MQTT uplink cannot do what was asked."""
 
 
+class RenewalError(UplinkError):
+    """The platform refused a certificate renewal, or sent back one this gateway cannot use."""
+
+
 class BrokerUnreachableError(UplinkError):
     """A command could not reach the MQTT broker within its timeout."""
 

@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from agent.certs.identity import GatewayIdentity
 from agent.certs.leases import CheckedLease, check_bundle
+from agent.certs.renewal import CertificateRenewer
 from agent.config import AgentConfig
 from agent.errors import ConfigError
 from agent.journal import Journal
@@ -95,6 +96,7 @@ class AgentService:
         self.uplink: Uplink | None = None
         self.journal: Journal | None = None
         self.keeper: LeaseKeeper | None = None
+        self.renewer: CertificateRenewer | None = None  # with mqtt.tls: keeps the client certificate in force
         self._progress_due: set[str] = set()
         self._progress_wake = asyncio.Event()
         self._health_wake = asyncio.Event()
@@ -147,6 +149,9 @@ class AgentService:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(uplink.run(), name="uplink")
             tg.create_task(keeper.run(), name="lease keeper")
+            if self.config.mqtt.tls is not None:
+                self.renewer = CertificateRenewer(self.config.mqtt.tls, self.identity, uplink)
+                tg.create_task(self.renewer.run(), name="certificate renewer")
             await run_scanners(self.config.scanner, self.scan, tg)
             tg.create_task(self._watchdog(), name="watchdog")
             tg.create_task(self._health(journal, uplink), name="health")

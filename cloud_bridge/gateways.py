@@ -68,6 +68,7 @@ class EventKind(StrEnum):
     """What the gateway's audit history records."""
 
     ENROLLED = "enrolled"
+    RENEWED = "renewed"  # a new client certificate over the gateway's mTLS session
     FROZEN = "frozen"
     REINSTATED = "reinstated"
     WRITTEN_OFF = "written_off"

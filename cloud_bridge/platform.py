@@ -38,7 +38,7 @@ from cloud_bridge.store.schema import issuer_keys
 from cloud_bridge.unverified import RECORDS, UnverifiedTraffic
 from cloud_bridge.verify import BatchRejectedError, VerifiedBatch, parse_batch, verify_batch
 from wire.keys import PublicKey, SigningKey
-from wire.lease_request import LeaseAnswer, ReleaseAnswer
+from wire.lease_request import AnswerCode, LeaseAnswer, ReleaseAnswer, RenewAnswer
 from wire.tokens import Ack, Certificate, Lease, sign
 from wire.topics import CertProgressPayload
 
@@ -202,6 +202,14 @@ class Platform:
         """Answer a gateway's `req/lease` payload."""
         return await self.run(
             requests.answer_lease, gw, payload, policy=self.policy, issuer=self.issuer, now=self.now()
+        )
+
+    async def answer_renew(self, gw: str, payload: bytes) -> RenewAnswer:
+        """Answer a gateway's `req/renew` payload with a new client certificate (or a refusal)."""
+        if self.authority is None:
+            return RenewAnswer(id="", code=AnswerCode.ERROR, message="this platform runs without its CA")
+        return await self.run(
+            requests.answer_renew, gw, payload, ca=self.authority, cert_valid_s=self.client_cert_valid_s, now=self.now()
         )
 
     async def answer_release(self, gw: str, payload: bytes) -> ReleaseAnswer:

@@ -1,4 +1,5 @@
-"""Gateways' signed requests over MQTT: a lease (`req/lease`) and what came back of a closed lease (`req/release`).
+"""Gateways' signed requests over MQTT: a lease (`req/lease`), what came back of a closed lease (`req/release`) and a
+new client certificate (`req/renew`).
 
 A request is a COSE_Sign1 token signed by the gateway's key; a topic name is never proof of who sent it. Its time
 must lie within `REQUEST_WINDOW_S` of the platform's clock and its nonce must be new in that window.
@@ -13,8 +14,10 @@ from sqlalchemy import Row, delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cloud_bridge import certificates, gateways, leases
+from cloud_bridge import anomalies, certificates, gateways, leases
 from cloud_bridge.accounts import Actor, Role
+from cloud_bridge.anomalies import AnomalyKind
+from cloud_bridge.ca import CertificateAuthority
 from cloud_bridge.errors import (
     CloudError,
     GatewayFrozenError,
@@ -24,6 +27,7 @@ from cloud_bridge.errors import (
 )
 from cloud_bridge.leases import LeasePolicy, LeaseState
 from cloud_bridge.store.schema import request_nonces
+from wire import x509 as wx
 from wire.errors import MalformedError, TokenError, WireError
 from wire.keys import KeyRing, PublicKey, SigningKey
 from wire.lease_request import (
@@ -33,6 +37,8 @@ from wire.lease_request import (
     LeaseRequest,
     Release,
     ReleaseAnswer,
+    RenewAnswer,
+    RenewRequest,
     SignedRequest,
 )
 from wire.tokens import HDR_KID, peek_header, verify
@@ -217,3 +223,37 @@ async def release_as(conn: AsyncConnection, actor: Actor, lease_id: str, token: 
     if release.lease_id != lease_id:
         raise InvalidRequestError(f"release names lease {release.lease_id}, not {lease_id}", field="release")
     return await _release(conn, "", str(lease.gw), release)
+
+
+async def answer_renew(
+    conn: AsyncConnection, gw: str, payload: bytes, *, ca: CertificateAuthority, cert_valid_s: int, now: int
+) -> RenewAnswer:
+    """A new client certificate for the gateway's own key; a revoked gateway is refused and an anomaly stored."""
+    try:
+        request = await verified_request(conn, gw, payload, RenewRequest, now)
+    except RequestRefusedError as exc:
+        if exc.code is AnswerCode.REFUSED:  # revoked: not renewing is how its access ends
+            message = f"renewal refused: {exc}"
+            await anomalies.store(conn, AnomalyKind.REVOKED_GATEWAY, message, now, payload=payload, gw=gw)
+            log.warning("gateway %s: %s", gw, message)
+        return RenewAnswer(id=exc.request_id, code=exc.code, message=str(exc)[:MAX_MESSAGE])
+    except WireError as exc:
+        return RenewAnswer(id="", code=AnswerCode.MALFORMED, message=str(exc)[:MAX_MESSAGE])
+    row = await _gateway(conn, gw)
+    try:
+        key = wx.check_gateway_csr(request.csr)
+    except MalformedError as exc:
+        return RenewAnswer(id=request.id, code=AnswerCode.MALFORMED, message=str(exc)[:MAX_MESSAGE])
+    if key.raw != bytes(row.public_key):
+        message = f"the csr's key is not gateway {gw}'s key; a renewal keeps the key (enrol a new key instead)"
+        return RenewAnswer(id=request.id, code=AnswerCode.MALFORMED, message=message)
+    cert = ca.issue_gateway(key, cert_valid_s, now)
+    not_after = int(cert.not_valid_after_utc.timestamp())
+    await gateways.record_event(
+        conn, gw, gateways.EventKind.RENEWED, now, actor=f"gateway {gw}", reason=f"client certificate until {not_after}"
+    )
+    log.info("renewed the client certificate of gateway %s until %d", gw, not_after)
+    return RenewAnswer(
+        id=request.id, code=AnswerCode.OK, message=f"client certificate until {not_after}", certificate=wx.pem(cert),
+        not_after=not_after,
+    )  # fmt: skip

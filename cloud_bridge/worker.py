@@ -24,7 +24,7 @@ from cloud_bridge.unverified import UNEXPECTED
 from mqtt_link import ConnectionState, ReconnectPolicy, SessionRunner
 from mqtt_link.policy import HEALTHY_AFTER_S
 from wire import topics
-from wire.lease_request import LEASE_OP, RELEASE_OP, AnswerCode, LeaseAnswer, ReleaseAnswer
+from wire.lease_request import LEASE_OP, RELEASE_OP, RENEW_OP, AnswerCode, LeaseAnswer, ReleaseAnswer, RenewAnswer
 
 log = logging.getLogger(__name__)
 
@@ -205,18 +205,20 @@ class IngestWorker:
 
     async def _answer(self, client: aiomqtt.Client, message: aiomqtt.Message, gw: str, payload: bytes) -> None:
         op = message.topic.value.rsplit("/", 1)[-1]
-        answer: LeaseAnswer | ReleaseAnswer
+        answer: LeaseAnswer | ReleaseAnswer | RenewAnswer
         try:
             if op == LEASE_OP:
                 answer = await self.platform.answer_lease(gw, payload)
             elif op == RELEASE_OP:
                 answer = await self.platform.answer_release(gw, payload)
+            elif op == RENEW_OP:
+                answer = await self.platform.answer_renew(gw, payload)
             else:
                 self.platform.unverified.count(UNEXPECTED, gw)
                 return
         except (SQLAlchemyError, OSError):
             log.exception("could not answer %s request of gateway %s", op, gw)
-            answer = (LeaseAnswer if op == LEASE_OP else ReleaseAnswer)(
+            answer = {LEASE_OP: LeaseAnswer, RENEW_OP: RenewAnswer}.get(op, ReleaseAnswer)(
                 id="", code=AnswerCode.ERROR, message="the platform could not answer now; send the request again"
             )
         if answer.code in UNVERIFIED_ANSWERS:

@@ -1,4 +1,4 @@
-"""A gateway's signed requests over MQTT (`req/lease`, `req/release`) and the platform's answers.
+"""A gateway's signed requests over MQTT (`req/lease`, `req/release`, `req/renew`) and the platform's answers.
 
 A request is a COSE_Sign1 token signed by the gateway's key (a topic name is never proof of who sent it). It
 names its gateway, carries a fresh 16-byte nonce and the gateway's clock; the platform refuses a request whose
@@ -9,6 +9,8 @@ echoed too, where the broker has it).
 A release does not hand slots back by itself: the lease ends by the gateway's `closed` record in its own journal
 chain, and slots come back when the platform has ingested the chain up to it. The release names that record's seq
 and asks the platform to say how many slots came back.
+
+A renewal carries a new CSR of the gateway's own key; the answer holds a new client certificate (PEM) for the broker.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from wire.tokens import MAX_TOKEN_BYTES, UINT32_END, Kind, Payload
 
 LEASE_OP = "lease"
 RELEASE_OP = "release"
+RENEW_OP = "renew"
+# A PEM CSR of an Ed25519 key with one CN is about 300 bytes; its certificate about 700.
+MAX_CSR_BYTES = 4096
+MAX_CERTIFICATE_BYTES = 8192
 NONCE_BYTES = 16
 # How far a request's time may lie from the platform's clock; nonces are remembered this long on either side.
 REQUEST_WINDOW_S = 300
@@ -60,6 +66,13 @@ class Release(SignedRequest):
     KIND: ClassVar[Kind] = Kind.RELEASE
     lease_id: LeaseId = Field(alias="l")
     seq: int = Field(alias="seq", ge=1)
+
+
+class RenewRequest(SignedRequest):
+    """Ask for a new client certificate: `csr` is a PEM CSR signed by the gateway key, CN = the gateway id."""
+
+    KIND: ClassVar[Kind] = Kind.RENEW_REQUEST
+    csr: bytes = Field(alias="csr", min_length=1, max_length=MAX_CSR_BYTES)
 
 
 class _Cbor(BaseModel):
@@ -107,6 +120,26 @@ class ReleaseAnswer(_Cbor):
     code: Annotated[AnswerCode, Strict(False)]
     message: str = Field(default="", max_length=500)
     returned: int = Field(default=0, ge=0)
+
+
+class RenewAnswer(_Cbor):
+    """The answer on `res/renew`: with `ok`, `certificate` is the new client certificate (PEM), until `not_after`."""
+
+    id: str = Field(max_length=64)
+    code: Annotated[AnswerCode, Strict(False)]
+    message: str = Field(default="", max_length=500)
+    certificate: bytes | None = Field(default=None, max_length=MAX_CERTIFICATE_BYTES)
+    not_after: int | None = Field(default=None, ge=0)
+
+    @property
+    def ok(self) -> bool:
+        """Whether a certificate came back."""
+        return self.code == AnswerCode.OK
+
+
+def renew_answer_from_cbor(data: bytes) -> RenewAnswer:
+    """Strictly decode a renewal answer."""
+    return decode_model(data, RenewAnswer, "renew answer")
 
 
 def lease_answer_from_cbor(data: bytes) -> LeaseAnswer:

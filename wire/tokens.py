@@ -42,6 +42,7 @@ class Kind(StrEnum):
     ACK = "application/rebadge-ack+cbor"
     RELEASE = "application/rebadge-release+cbor"
     LEASE_REQUEST = "application/rebadge-lease-request+cbor"
+    RENEW_REQUEST = "application/rebadge-renew-request+cbor"
 
 
 class Payload(BaseModel):

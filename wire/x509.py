@@ -164,13 +164,6 @@ def in_force(cert: x509.Certificate, at: datetime.datetime) -> bool:
     return cert.not_valid_before_utc <= at <= cert.not_valid_after_utc
 
 
-def life_left(cert: x509.Certificate, at: datetime.datetime) -> float:
-    """The fraction of the certificate's life still ahead at `at`: 1 at its start, 0 at or past its end."""
-    total = (cert.not_valid_after_utc - cert.not_valid_before_utc).total_seconds()
-    left = (cert.not_valid_after_utc - at).total_seconds()
-    return min(1.0, max(0.0, left / total)) if total > 0 else 0.0
-
-
 def describe(cert: x509.Certificate) -> str:
     """Subject and validity, for error messages."""
     start = cert.not_valid_before_utc.isoformat(timespec="seconds")

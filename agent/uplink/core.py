@@ -27,7 +27,15 @@ from agent.uplink.requests import Answer, PendingRequests, Signed
 from mqtt_link import ConnectionState, ReconnectPolicy, SessionRunner
 from wire import topics
 from wire.keys import KeyRing
-from wire.lease_request import LeaseAnswer, LeaseRequest, Release, ReleaseAnswer, SignedRequest
+from wire.lease_request import (
+    LeaseAnswer,
+    LeaseRequest,
+    Release,
+    ReleaseAnswer,
+    RenewAnswer,
+    RenewRequest,
+    SignedRequest,
+)
 from wire.topics import ProgressPayload, ScanCommand, ScanEvent, StatusPayload
 
 log = logging.getLogger(__name__)
@@ -211,6 +219,12 @@ class Uplink:
         """Ask what came back of a closed lease (`req/release`); the answer may ask to resend later."""
         answer = await self._signed(signed, timeout)
         assert isinstance(answer, ReleaseAnswer), "res/release answers decode as ReleaseAnswer"
+        return answer
+
+    async def request_renew(self, signed: Signed[RenewRequest], timeout: float) -> RenewAnswer:
+        """Ask for a new client certificate (`req/renew`) over this mTLS session; the answer may be a refusal."""
+        answer = await self._signed(signed, timeout)
+        assert isinstance(answer, RenewAnswer), "res/renew answers decode as RenewAnswer"
         return answer
 
     async def _signed(self, signed: Signed[SignedRequest], timeout: float) -> Answer:

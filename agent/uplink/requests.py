@@ -25,31 +25,36 @@ from wire.keys import SigningKey
 from wire.lease_request import (
     LEASE_OP,
     RELEASE_OP,
+    RENEW_OP,
     LeaseAnswer,
     LeaseRequest,
     Release,
     ReleaseAnswer,
+    RenewAnswer,
+    RenewRequest,
     SignedRequest,
     lease_answer_from_cbor,
     new_nonce,
     release_answer_from_cbor,
+    renew_answer_from_cbor,
 )
 from wire.tokens import sign
 
 log = logging.getLogger(__name__)
 
-Answer = LeaseAnswer | ReleaseAnswer
+Answer = LeaseAnswer | ReleaseAnswer | RenewAnswer
 # The operations a gateway asks the platform for, each with the strict decoder of its answer.
 ANSWER_DECODERS: dict[str, Callable[[bytes], Answer]] = {
     LEASE_OP: lease_answer_from_cbor,
     RELEASE_OP: release_answer_from_cbor,
+    RENEW_OP: renew_answer_from_cbor,
 }
 
 
 R = TypeVar("R", bound=SignedRequest)
 R_co = TypeVar("R_co", bound=SignedRequest, covariant=True)
 # The operation each kind of request goes out on.
-OPS: dict[type[SignedRequest], str] = {LeaseRequest: LEASE_OP, Release: RELEASE_OP}
+OPS: dict[type[SignedRequest], str] = {LeaseRequest: LEASE_OP, Release: RELEASE_OP, RenewRequest: RENEW_OP}
 
 
 @dataclass(frozen=True)
