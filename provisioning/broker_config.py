@@ -20,6 +20,7 @@ from wire import x509 as wx
 CA_KEY_FILE = "ca.key"
 CA_CERT_FILE = "ca.crt"
 PLATFORM_IDENTITY = "rebadge-platform"
+HA_PREFIX = "homeassistant"  # Home Assistant's discovery prefix, which the agent publishes under
 DEFAULT_PORT = 8883
 # Save the in-memory database after every change of retained messages, subscriptions or queues: a SIGKILL then
 # loses nothing already acknowledged. A busy broker can raise it at the cost of that window.
@@ -51,11 +52,14 @@ def acl(platform_identity: str) -> str:
         f"pattern read {cloud}/gw/%u/#\n"
         f"pattern read {gw}/res/#\n"
         f"pattern read {gw}/cmd/#\n"
+        "# Its Home Assistant discovery configs, in HA's node_id form with the gateway id as node.\n"
+        f"pattern write {HA_PREFIX}/+/%u/#\n"
         "\n# The platform's service identity: read every gateway's topics, answer them, publish its own.\n"
         f"user {wx.check_cn(platform_identity)}\n"
         f"topic read {topics.BASE}/gw/+/#\n"
         f"topic write {topics.BASE}/gw/+/res/#\n"
         f"topic readwrite {cloud}/#\n"
+        f"topic read {HA_PREFIX}/#\n"
     )
 
 

@@ -16,6 +16,7 @@ import pytest
 from agent.config import MqttConfig, TlsConfig
 from agent.errors import ConfigError
 from agent.uplink.connection import LastWill, make_client, tls_context
+from agent.uplink.discovery import config_topic
 from cloud_bridge import accounts, enrolment
 from cloud_bridge.ca import load_or_create
 from cloud_bridge.errors import ConfigError as CloudConfigError
@@ -136,6 +137,7 @@ def test_the_acl_confines_each_gateway_to_its_own_topics() -> None:
     assert "pattern read rebadge/v1/cloud/gw/%u/#\n" in text
     assert "pattern read rebadge/v1/gw/%u/res/#\n" in text
     assert "user rebadge-platform\ntopic read rebadge/v1/gw/+/#\n" in text
+    assert "pattern write homeassistant/+/%u/#\n" in text
     assert "pattern readwrite" not in text
     assert "topic write rebadge/v1/cloud/#" in text or "topic readwrite rebadge/v1/cloud/#" in text
 
@@ -290,3 +292,16 @@ def test_an_expired_service_certificate_is_named_and_nothing_connects(site: Site
     files = site.service_tls
     with pytest.raises(CloudConfigError, match="--mqtt-key"):
         service_context(ServiceTls(files.ca_file, files.cert_file, site.broker_dir / "server.key"))
+
+
+async def test_a_gateway_writes_only_its_own_discovery_configs(site: Site) -> None:
+    a, b = await site.enrol("line-a"), await site.enrol("line-b")
+    own, forged = config_topic(a.gw, "RC000001", "confirmed"), config_topic(b.gw, "RC000001", "confirmed")
+    async with client(site, "platform", site.platform_context()) as platform:
+        await platform.subscribe("homeassistant/#", qos=1)
+        async with client(site, a.gw, gateway_context(a)) as gw_a:
+            await gw_a.publish(forged, b"forged", qos=1, retain=True)
+            await gw_a.publish(own, b"own", qos=1, retain=True)
+        async with asyncio.timeout(DELIVERY_TIMEOUT_S):
+            message = await anext(aiter(platform.messages))
+    assert (message.topic.value, message.payload) == (own, b"own")

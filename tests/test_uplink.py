@@ -348,6 +348,7 @@ async def test_progress_and_health_keep_the_latest_and_announce_to_home_assistan
     assert [json.loads(p)["confirmed"] for p in watcher.on(progress_topic)] == [3]  # only the latest went out
     assert [json.loads(p) for p in watcher.on(health_topic)] == [{"journal_seq": 7}]
     for counter in COUNTERS:
+        assert config_topic(gateway.gw, cert, counter) == f"homeassistant/sensor/{gateway.gw}/{cert}_{counter}/config"
         (raw,) = watcher.on(config_topic(gateway.gw, cert, counter))
         config = json.loads(raw)
         assert config["state_topic"] == progress_topic

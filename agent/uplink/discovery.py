@@ -13,14 +13,18 @@ COUNTERS = ("confirmed", "in_doubt", "refused", "remaining")
 _NOT_ID = re.compile(r"[^0-9A-Za-z_-]")
 
 
-def object_id(gw: str, cert_no: str, counter: str) -> str:
-    """The discovery object id of one counter: rebadge_<gw>_<cert>_<counter>."""
+def unique_id(gw: str, cert_no: str, counter: str) -> str:
+    """The entity's unique id across gateways: rebadge_<gw>_<cert>_<counter>."""
     return _NOT_ID.sub("_", f"rebadge_{gw}_{cert_no}_{counter}")
 
 
 def config_topic(gw: str, cert_no: str, counter: str) -> str:
-    """Where the retained discovery config of one counter lives."""
-    return f"{HA_PREFIX}/sensor/{object_id(gw, cert_no, counter)}/config"
+    """Where the retained discovery config of one counter lives: HA's node_id form, the gateway id as node.
+
+    The gateway id is a topic level of its own so the broker's ACL (`pattern write homeassistant/+/%u/#`) can
+    confine each gateway to its own configs; an ACL pattern cannot match the id inside a level.
+    """
+    return f"{HA_PREFIX}/sensor/{gw}/{_NOT_ID.sub('_', f'{cert_no}_{counter}')}/config"
 
 
 def discovery_configs(gw: str, cert_no: str, *, name: str = "", version: str = "") -> dict[str, bytes]:
@@ -36,7 +40,7 @@ def discovery_configs(gw: str, cert_no: str, *, name: str = "", version: str = "
     for counter in COUNTERS:
         config = {
             "name": f"{cert_no} {counter.replace('_', ' ')}",
-            "unique_id": object_id(gw, cert_no, counter),
+            "unique_id": unique_id(gw, cert_no, counter),
             "state_topic": topics.progress(gw, cert_no),
             "value_template": f"{{{{ value_json.{counter} }}}}",
             "availability_topic": topics.status(gw),
