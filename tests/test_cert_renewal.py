@@ -192,3 +192,16 @@ async def test_a_renewal_signed_by_another_key_is_refused(tmp_path: Path) -> Non
         assert answer.code == AnswerCode.MALFORMED
         assert "not gateway" in answer.message
         assert renew_answer_from_cbor(answer.to_cbor()) == answer
+
+
+async def test_a_renew_before_longer_than_the_certificates_does_not_loop(tmp_path: Path) -> None:
+    async with tls_site(tmp_path) as site:
+        gateway = tls_gateway(tmp_path, site)
+        gateway.settings["mqtt"]["tls"] |= {"renew_before_s": 3600.0, "renew_retry_s": 60.0}
+        await site.enrol(gateway)
+        async with running_agent(gateway.config) as agent:
+            renewer = agent.service.renewer
+            assert renewer is not None
+            await until(lambda: renewer.renewed >= 1, "a first renewal")
+            await asyncio.sleep(1.0)
+            assert renewer.renewed == 1  # waits renew_retry_s before the next, instead of asking in a tight loop

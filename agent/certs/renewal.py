@@ -85,6 +85,15 @@ class CertificateRenewer:
                     self.tls.cert_file, exc, self.tls.renew_retry_s,
                 )  # fmt: skip
                 await asyncio.sleep(self.tls.renew_retry_s)
+                continue
+            if await asyncio.to_thread(self._due_in) <= 0:
+                # The platform's certificates are shorter than renew_before_s: do not ask in a tight loop.
+                log.warning(
+                    "the renewed certificate is due again at once: mqtt.tls.renew_before_s (%.0f s) is longer than "
+                    "the platform's certificates last; lower it. Asking again in %.0f s",
+                    self.tls.renew_before_s, self.tls.renew_retry_s,
+                )  # fmt: skip
+                await asyncio.sleep(self.tls.renew_retry_s)
 
     def _due_in(self) -> float:
         """Seconds until the certificate is due for renewal (0 or less: now, also when the file is unreadable)."""
