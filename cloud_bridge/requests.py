@@ -93,7 +93,11 @@ async def verified_request(conn: AsyncConnection, topic_gw: str, token: bytes, c
         raise RequestRefusedError(
             f"request on gateway {topic_gw}'s topic is not signed by that gateway's key", code=AnswerCode.BAD_SIGNATURE
         )
-    row = await _gateway(conn, topic_gw)
+    row = await gateways.find(conn, topic_gw)
+    if row is None:
+        raise RequestRefusedError(
+            f"gateway {topic_gw} is not registered; enrol it on the platform first", code=AnswerCode.UNKNOWN_GATEWAY
+        )
     try:
         request = verify(token, cls, KeyRing([PublicKey(bytes(row.public_key))]))
     except TokenError as exc:
@@ -107,6 +111,12 @@ async def verified_request(conn: AsyncConnection, topic_gw: str, token: bytes, c
             request_id=request.id,
         )
     await _fresh(conn, request, now)
+    # Revocation is checked only once the request is known to be the gateway's own: what a revoked gateway is
+    # refused may be stored as evidence against it, which a forgery on its topic must never be.
+    try:
+        await _gateway(conn, topic_gw)
+    except RequestRefusedError as exc:
+        raise RequestRefusedError(str(exc), code=exc.code, request_id=request.id) from exc
     return request
 
 

@@ -171,6 +171,16 @@ async def test_a_revoked_gateways_renewal_is_refused_and_stored_as_an_anomaly(tm
                 await renewer.renew()
         assert tls.cert_file.read_bytes() == before
         assert "renewal refused: gateway" in (await refusals())[0]
+        # A forgery on the revoked gateway's topic (its kid, a broken signature) is no evidence against it.
+        genuine = sign(
+            RenewRequest(id="renew-9", gw=gateway.gw, nonce=new_nonce(), at=site.platform.now(),
+                         csr=wx.gateway_csr(gateway.identity.key)),
+            gateway.identity.key,
+        )  # fmt: skip
+        stored = len(await refusals())
+        answer = await site.platform.answer_renew(gateway.gw, genuine[:-1] + bytes([genuine[-1] ^ 1]))
+        assert answer.code == AnswerCode.BAD_SIGNATURE
+        assert len(await refusals()) == stored
 
 
 async def _any(pending: Awaitable[list[str]]) -> bool:
