@@ -12,6 +12,17 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt="
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt="$need_apt python3-venv"
 if [ "$what" = test ]; then
   command -v pg_ctlcluster >/dev/null 2>&1 || need_apt="$need_apt postgresql"
+  # tests/test_deploy_guide.py runs docs/deploy.md, which uses these.
+  for tool in curl jq socat; do command -v "$tool" >/dev/null 2>&1 || need_apt="$need_apt $tool"; done
+  # tests/test_console.py drives `rebadge agent console` full-screen in tmux.
+  command -v tmux >/dev/null 2>&1 || need_apt="$need_apt tmux"
+  # tests/test_web_console.py drives the web console in Debian's chromium (Playwright never downloads a browser).
+  [ -x /usr/bin/chromium ] || need_apt="$need_apt chromium"
+  # evdev (the 'hid' extra, in dev) builds from source: a C compiler, Python's and the kernel's input headers.
+  command -v cc >/dev/null 2>&1 || need_apt="$need_apt gcc"
+  [ -f /usr/include/linux/input.h ] || need_apt="$need_apt linux-libc-dev"
+  python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+    || need_apt="$need_apt python3-dev"
 fi
 if [ -n "$need_apt" ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -22,6 +33,9 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
+# Not on PATH by itself: say where the command is (stderr, so that `demo --json` prints only JSON).
+echo "setup.sh: the rebadge command is $PWD/.venv/bin/rebadge; put it on PATH with" \
+  "export PATH=\"$PWD/.venv/bin:\$PATH\" (or: ln -s $PWD/.venv/bin/rebadge ~/.local/bin/)" >&2
 case "$what" in
   demo)
     .venv/bin/python -m pip install -q -e '.[ble,zigbee,platform]'

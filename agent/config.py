@@ -1,24 +1,44 @@
-"""The agent's configuration: one frozen pydantic model tree, loaded from TOML once, with env overrides.
+"""The agent's configuration: one frozen pydantic model tree, loaded from TOML once, under env overrides.
 
-Env overrides: REBADGE_<SECTION>__<FIELD>=value (e.g. REBADGE_MQTT__HOST=broker.local). Nothing else in the
-agent reads the environment or a raw dict.
+Env overrides (pydantic-settings): REBADGE_<SECTION>__<KEY>=value, nested sections by `__` as well
+(REBADGE_MQTT__TLS__CA_FILE=/etc/rebadge/ca.crt), lists and whole sections as JSON
+(REBADGE_TRUST__ISSUER_KEYS='["ab..."]'). The environment wins over the file, the file over the defaults. Nothing
+else in the agent reads the environment or a raw dict.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
+from agent.config_lines import KeyPath, key_lines, line_of
+from agent.dispatch import SCAN_DEBOUNCE_S
 from agent.errors import ConfigError
 from wire.device import Radio
 from wire.ids import CertNo, Sn
 
 ENV_PREFIX = "REBADGE_"
+ENV_NESTED_DELIMITER = "__"
+# Never echoed in an error, never in the fingerprint; held as SecretStr, so a logged config shows "**********".
+SECRET_KEYS = frozenset({"password", "ap_password"})
+HIDDEN = "<hidden>"
+# Station and work order are labels of the MES: printable, no control characters (they end up in JSON lines).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Secrets are left out of the fingerprint: it is shown on screens and must not help anyone guess them.
+FINGERPRINT_SECRETS = (("mqtt", "password"), ("wifi", "ap_password"))
+FINGERPRINT_CHARS = 12
 
 
 class _Section(BaseModel):
@@ -69,7 +89,7 @@ class MqttConfig(_Section):
     protocol: Literal["auto", "5", "3.1.1"] = "auto"
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     username: str | None = None
-    password: str | None = None
+    password: SecretStr | None = None
     tls: TlsConfig | None = None
     reconnect_min_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
@@ -91,7 +111,7 @@ class JournalConfig(_Section):
 class LineConfig(_Section):
     """How a scan runs."""
 
-    certificate: str | None = Field(default=None, description="cert_no to rebadge under; default: the only one.")
+    certificate: CertNo | None = Field(default=None, description="cert_no to rebadge under; default: the only one.")
     radios: tuple[Radio, ...] = Field(
         default=(Radio.WIFI,), description="Radios to use; an unknown SN is sought on all at once."
     )
@@ -102,6 +122,22 @@ class LineConfig(_Section):
     clock_margin_s: float = Field(
         default=300.0, ge=0, le=86400, description="No new reservation on a lease this close to its expiry."
     )
+    station: str = Field(default="", max_length=64, description="This station, in the MES's words.")
+    work_order: str = Field(default="", max_length=64, description="The MES work order being run.")
+
+    @field_validator("station", "work_order")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if _CONTROL.search(value):
+            raise ValueError("has a control character (a newline, tab, ...): write it on one line, printable only")
+        return value
+
+
+class MetricsConfig(_Section):
+    """An optional Prometheus /metrics endpoint (needs: pip install 'rebadge[metrics]')."""
+
+    port: int | None = Field(default=None, ge=1, le=65535, description="None: no endpoint (the default).")
+    bind_address: str = Field(default="127.0.0.1", description="Listen here; 0.0.0.0 exposes it to the LAN.")
 
 
 class LeaseConfig(_Section):
@@ -147,7 +183,7 @@ class WifiConfig(_Section):
     announce_ttl_s: float = Field(default=30.0, gt=0, description="An announcement older than this is stale.")
     static_devices: tuple[StaticWifiDevice, ...] = Field(default=(), description="Devices at known addresses.")
     ap_interface: str | None = Field(default=None, description="Wi-Fi interface for AP mode; None: nmcli picks.")
-    ap_password: str | None = Field(default=None, description="WPA key of the devices' access points, if any.")
+    ap_password: SecretStr | None = Field(default=None, description="WPA key of the devices' access points, if any.")
     ap_join_timeout_s: float = Field(default=30.0, gt=0, description="Bound on one nmcli join.")
 
 
@@ -172,13 +208,22 @@ class ZigbeeConfig(_Section):
 
 
 class ScannerConfig(_Section):
-    """Where SNs come from: serial barcode scanners, the keyboard, MQTT commands."""
+    """Where SNs come from: serial barcode scanners, HID scanners, the keyboard, MQTT commands."""
 
     serial_ports: tuple[str, ...] = ()
     baudrate: int = Field(default=9600, ge=300)
-    keyboard: bool = False
+    terminator: Literal["any", "cr", "lf", "crlf"] = Field(
+        default="any", description="What ends a serial scanner's line; any: CR or LF."
+    )
+    hid_devices: tuple[str, ...] = Field(
+        default=(), description="HID (USB keyboard-wedge) scanners by evdev device name or /dev/input path."
+    )
+    debounce_s: float = Field(
+        default=SCAN_DEBOUNCE_S, ge=0, le=60, description="One scanner reading a code again within this counts once."
+    )
+    keyboard: bool = Field(default=False, description="Read SNs typed on the agent's terminal (a terminal only).")
     mqtt: bool = Field(
-        default=False, description="Accept cmd/scan: unauthenticated, so for a trusted broker only; off by default."
+        default=False, description="Accept cmd/scan commands signed by the platform (the console); off by default."
     )
 
 
@@ -189,8 +234,12 @@ class DebugConfig(_Section):
     pause_after_send_s: float = Field(default=0.0, ge=0)
 
 
-class AgentConfig(_Section):
+class AgentConfig(BaseSettings):
     """The whole agent configuration."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid", frozen=True, env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTED_DELIMITER
+    )
 
     gateway: GatewayConfig = GatewayConfig()
     trust: TrustConfig = TrustConfig()
@@ -202,51 +251,208 @@ class AgentConfig(_Section):
     ble: BleConfig = BleConfig()
     zigbee: ZigbeeConfig = ZigbeeConfig()
     scanner: ScannerConfig = ScannerConfig()
+    metrics: MetricsConfig = MetricsConfig()
     debug: DebugConfig = DebugConfig()
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """AgentConfig(...) too: the environment wins over the values given, as over the file."""
+        return env_settings, init_settings
 
-def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
-    for key, value in env.items():
-        if key.startswith(ENV_PREFIX) and "__" in key:
-            section, _, name = key[len(ENV_PREFIX) :].lower().partition("__")
-            out.setdefault(section, {})[name] = value
-    return out
+
+def config_fingerprint(config: AgentConfig) -> str:
+    """A short hash of the effective configuration (file plus env), secrets left out: equal on two stations means
+    they run the same settings."""
+    data = config.model_dump(mode="json")
+    for section, key in FINGERPRINT_SECRETS:
+        data[section][key] = None if data[section][key] is None else "<set>"
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:FINGERPRINT_CHARS]
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+class _EnvSource(EnvSettingsSource):
+    """pydantic-settings' env source over a given mapping (os.environ by default).
+
+    A value that is not JSON where a list or a section is wanted is kept as text, so that validation reports it
+    with the other errors, naming its variable.
+    """
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        super().__init__(AgentConfig)
+        self.env_vars = {name.lower(): value for name, value in env.items()}
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo | None, value: Any) -> Any:
+        try:
+            return super().decode_complex_value(field_name, field, value)  # type: ignore[arg-type]
+        except ValueError:
+            return value
+
+
+@dataclass(frozen=True)
+class _Variable:
+    """One REBADGE_... variable and the key path it sets, e.g. REBADGE_MQTT__TLS__CA_FILE -> mqtt.tls.ca_file."""
+
+    name: str
+    value: str
+    path: tuple[str, ...]
+
+    def shown(self) -> str:
+        """`NAME='value'`; a secret's value hidden, also inside a section given as JSON."""
+        if _is_secret(self.path):
+            return f"{self.name}={HIDDEN}"
+        try:
+            section = json.loads(self.value)
+        except ValueError:
+            return f"{self.name}={self.value!r}"
+        return (
+            f"{self.name}={json.dumps(_masked(section))!r}"
+            if isinstance(section, dict)
+            else f"{self.name}={self.value!r}"
+        )
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """Where the values being validated came from: a file (with the line of each key) and the environment."""
+
+    source: str
+    lines: Mapping[KeyPath, int] | None
+    variables: tuple[_Variable, ...]
+
+    def in_file(self, loc: KeyPath) -> str:
+        line = None if self.lines is None else line_of(dict(self.lines), loc)
+        return self.source if line is None else f"{self.source}:{line}"
+
+    def written(self, loc: KeyPath) -> bool:
+        """Whether the file holds `loc` (or a key or table around it)."""
+        return self.lines is not None and line_of(dict(self.lines), loc) is not None
+
+    def variable_setting(self, loc: KeyPath) -> _Variable | None:
+        """The variable that set `loc` or a section holding it (REBADGE_MQTT sets all of mqtt.*)."""
+        return next((v for v in self.variables if loc[: len(v.path)] == v.path), None)
+
+    def variables_within(self, loc: KeyPath) -> list[_Variable]:
+        return [v for v in self.variables if v.path[: len(loc)] == loc]
+
+
+def _is_secret(path: KeyPath) -> bool:
+    return any(part in SECRET_KEYS for part in path)
+
+
+def _masked(value: object) -> object:
+    """`value` with every secret key's value replaced, for echoing a section back in an error."""
+    if isinstance(value, Mapping):
+        return {k: HIDDEN if k in SECRET_KEYS else _masked(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(v) for v in value]
+    return value
+
+
+def _variables(env: Mapping[str, str]) -> tuple[tuple[_Variable, ...], list[str]]:
+    """The variables meant for this config, and an error for each that names no section."""
+    found, unknown = [], []
+    sections = ", ".join(AgentConfig.model_fields)
+    for name, value in env.items():
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        path = tuple(name[len(ENV_PREFIX) :].lower().split(ENV_NESTED_DELIMITER))
+        if path[0] in AgentConfig.model_fields:
+            found.append(_Variable(name, value, path))
+        elif len(path) > 1:  # REBADGE_CONFIG, REBADGE_LOG_LEVEL, ... are options of the commands, not config keys
+            unknown.append(f"  {name}: no config section {path[0]!r}; the sections are {sections}")
+    return tuple(found), unknown
+
+
+def _json_hint(err: ErrorDetails, variable: _Variable) -> str:
+    if err["type"] in {"tuple_type", "list_type"}:
+        return f'; write a list as JSON, e.g. {variable.name}=\'["first", "second"]\''
+    if err["type"] in {"model_type", "model_attributes_type", "dict_type"}:
+        return f'; write a section as JSON, e.g. {variable.name}=\'{{"key": "value"}}\', or one key per variable'
+    return ""
+
+
+def _describe(err: ErrorDetails, sources: _Sources) -> str:
+    """One error as `where: key: what is wrong (got value)`; where is `file:line` or `VARIABLE=value`."""
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for p in loc)
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key; check its spelling against 'rebadge agent config-example'"
+    variable = sources.variable_setting(loc)
+    if variable is not None:
+        return f"  {variable.shown()}: {key}: {msg}{_json_hint(err, variable)}"
+    where = sources.in_file(loc)
+    if err["type"] == "missing":
+        parent = loc[:-1]
+        setters = sources.variables_within(parent)
+        if setters and not sources.written(parent):
+            also = ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(p).upper() for p in loc)
+            section = ".".join(str(p) for p in parent)
+            return f"  {setters[0].name}: {key}: {msg}: {setters[0].name} sets {section}, so set {also} too"
+        return f"  {where}: {key}: {msg}"
+    within = sources.variables_within(loc)
+    if within and not sources.written(loc):  # a section only the environment sets: its variables are to blame
+        return f"  {', '.join(v.shown() for v in within)}: {key}: {msg}"
+    got = HIDDEN if _is_secret(loc) else repr(_masked(err.get("input")))
+    with_env = "".join(f" (with {v.shown()})" for v in within)
+    return f"  {where}: {key}: {msg} (got {got}){with_env}"
+
+
+def parse_config(
+    data: Mapping[str, Any],
+    source: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    lines: Mapping[KeyPath, int] | None = None,
+) -> AgentConfig:
+    """Validate a config mapping under the REBADGE_* environment (env > file > defaults), once.
+
+    Every error is reported at once, each naming its key, what is wrong and where it came from: the file and line
+    (`lines`, from `agent.config_lines.key_lines`) or the variable and its value. Secrets are never echoed.
+    """
+    env = os.environ if env is None else env
+    variables, problems = _variables(env)
+    merged = _deep_merge(dict(data), _EnvSource(env)())
+    try:
+        config = AgentConfig.model_validate(merged)
+    except ValidationError as exc:
+        sources = _Sources(source, lines, variables)
+        problems += [_describe(err, sources) for err in exc.errors()]
+    if problems:
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        raise ConfigError(f"the configuration is not valid ({count}):\n" + "\n".join(problems))
+    return config
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `over` laid on it; sections merge key by key, anything else in `over` wins."""
     merged = dict(base)
-    for section, fields in extra.items():
-        current = merged.get(section, {})
-        merged[section] = {**(current if isinstance(current, dict) else {}), **fields}
+    for key, value in over.items():
+        current = merged.get(key)
+        both = isinstance(current, dict) and isinstance(value, Mapping)
+        merged[key] = _deep_merge(current, value) if both else value  # type: ignore[arg-type]
     return merged
 
 
-def parse_config(data: Mapping[str, Any], source: str, env: Mapping[str, str] | None = None) -> AgentConfig:
-    """Validate a config mapping (plus env overrides) once; errors name the field, the value and the source."""
-    merged = _merge(dict(data), _env_overrides(os.environ if env is None else env))
-    try:
-        return AgentConfig.model_validate(merged)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"])
-            got = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key; check its spelling against 'rebadge agent config-example'"
-            lines.append(f"  {where}: {msg}{got}")
-        raise ConfigError(f"{source}: the configuration is not valid:\n" + "\n".join(lines)) from exc
-
-
 def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> AgentConfig:
-    """Load the TOML file at `path` (None: defaults only)."""
+    """Load the TOML file at `path` (None: defaults only) under the REBADGE_* environment."""
     if path is None:
         return parse_config({}, "defaults", env)
     try:
-        data = tomllib.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: no such config file; write one with 'rebadge agent config-example'") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc}); check its owner and mode (0600, the agent's user)") from exc
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return parse_config(data, str(path), env)
+    return parse_config(data, str(path), env, lines=key_lines(text))

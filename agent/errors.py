@@ -78,6 +78,15 @@ class RadioError(AgentError):
         self.sent = sent
 
 
+class RadioStartError(RadioError):
+    """A radio did not start; `permanent` says whether trying again can help (a port in use may free up, a missing
+    permission will not)."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
 class DeviceNotFoundError(RadioError):
     """No device with this SN answered on this radio."""
 

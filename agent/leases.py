@@ -97,7 +97,9 @@ async def request_lease(
     slots: int, *, valid_s: int | None, timeout: float, clock: Callable[[], float] = time.time,
 ) -> CheckedLease:  # fmt: skip
     """Ask once for `slots` slots of `cert_no`; check the lease fully and store it, or raise (storing nothing)."""
-    signed = signed_request(LeaseRequest, identity.key, clock=clock, cert_no=cert_no, slots=slots, valid_s=valid_s)
+    signed = signed_request(
+        LeaseRequest, identity.key, gw=identity.gw, clock=clock, cert_no=cert_no, slots=slots, valid_s=valid_s
+    )
     request_id = signed.request.id
     log.info("certificate %s: asking the platform for %d slots (request %s)", cert_no, slots, request_id)
     answer = await requester.request_lease(signed, timeout)
@@ -282,7 +284,7 @@ async def ask_release(
 ) -> ReleaseAnswer:  # fmt: skip
     """Ask what came back of a closed lease: `ok` (with `returned`) or `pending`; any other answer raises."""
     lease_id = close.lease.lease_id
-    signed = signed_request(Release, identity.key, clock=clock, lease_id=lease_id, seq=close.seq)
+    signed = signed_request(Release, identity.key, gw=identity.gw, clock=clock, lease_id=lease_id, seq=close.seq)
     log.info("lease %s: asking the platform what came back of the close at seq %d (request %s)",
              lease_id, close.seq, signed.request.id)  # fmt: skip
     answer = await requester.request_release(signed, timeout)

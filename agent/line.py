@@ -1,4 +1,4 @@
-"""The rebadge transaction (DESIGN §1 steps 3-6): the only place that orders the steps.
+"""The rebadge transaction (README "What happens on the line", steps 3-6): the only place that orders the steps.
 
 find -> info -> checks -> reserve (durable) -> grant -> send -> read back -> confirm | release | in doubt.
 A slot is spent only by a reservation; every refusal before it spends nothing. Once the grant may have left the
@@ -221,12 +221,14 @@ class Line:
         return checked
 
     async def _find(self, scan: _Scan, stack: AsyncExitStack) -> DeviceLink:
-        known = [r for r in self.radios if await r.knows(scan.sn)]
-        errors: list[str] = []
+        # A radio that is starting or failed to start is not asked; the scan's message says it is off.
+        usable = [r for r in self.radios if r.available]
+        known = [r for r in usable if await r.knows(scan.sn)]
+        errors = [r.unavailable_reason() for r in self.radios if not r.available]
         # A radio that has seen the SN is asked alone first: asking the others makes them probe their own goods.
         # Otherwise every radio is asked at once, so a radio that cannot find the unit (or is slow) costs the
         # scan no more than the one that can.
-        for radios in (known, [r for r in self.radios if r not in known]):
+        for radios in (known, [r for r in usable if r not in known]):
             found = await self._first_link(scan.sn, radios, errors) if radios else None
             if found is not None:
                 radio, link = found
@@ -356,9 +358,7 @@ class Line:
                 f"{scan.sn}: certificate {lease.cert.cert_no} does not cover {info.radio.value} goods",
             )
         if info.pid != original:
-            raise Refused(
-                RefusalReason.WRONG_PID, f"{scan.sn} has PID {info.pid}, but the certificate rebadges {original}"
-            )
+            raise Refused(RefusalReason.WRONG_PID, _wrong_pid(scan.sn, info, lease))
 
     async def _reserve(self, scan: _Scan, info: device.InfoResponse, lease: CheckedLease) -> Attempt:
         new_pid = lease.lease.new_pid
@@ -467,6 +467,20 @@ class Line:
             raise _NotWritten(RefusalReason.LEASE_CLOSED, str(exc)) from exc
         self._on_records()
         return moved
+
+
+def _wrong_pid(sn: str, info: device.InfoResponse, lease: CheckedLease) -> str:
+    """Why a unit showing another PID than the certificate's original is refused, naming both PIDs."""
+    cert, original, new = lease.cert.cert_no, lease.lease.original_pid, lease.lease.new_pid
+    if info.firmware is device.Firmware.GENERAL:
+        # General firmware: the PID the unit reports is the one its MCU holds, and the finished goods' data follows
+        # it. Rebadging a unit whose MCU carries another product's PID would give that product's owner the data.
+        return (
+            f"{sn}: its MCU reports PID {info.pid}, but certificate {cert} rebadges {original} to {new}; the goods' "
+            f"data follows the PID the MCU carries, so burn the MCU file of {original} first (or use a certificate "
+            f"from {info.pid})"
+        )
+    return f"{sn} has PID {info.pid}, but the certificate rebadges {original}"
 
 
 class _ReadBack(Enum):

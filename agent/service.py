@@ -10,21 +10,26 @@ import shutil
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 from agent.certs.identity import GatewayIdentity
 from agent.certs.leases import CheckedLease, check_bundle
 from agent.certs.renewal import CertificateRenewer
 from agent.config import AgentConfig
+from agent.dispatch import ScanDispatcher
 from agent.errors import ConfigError
 from agent.journal import Journal
 from agent.leases import LeaseKeeper, keeper_certificate
 from agent.line import Line
 from agent.radios.base import Radio
 from agent.radios.registry import create_radio
-from agent.scanner import run_scanners
+from agent.scanners import check_scanner_libraries, start_scanners
 from agent.systemd_notify import Notifier
 from agent.uplink import Uplink
 from agent.uplink.records import wait_event
+
+if TYPE_CHECKING:
+    from agent.metrics import AgentMetrics
 from wire.keys import KeyRing, PublicKey
 from wire.tokens import Checkpoint, sign
 from wire.topics import ScanCommand, ScanEvent
@@ -34,6 +39,9 @@ log = logging.getLogger(__name__)
 JOURNAL_FILE = "journal.sqlite"
 WATCHDOG_PERIOD_S = 10.0
 HEALTH_PERIOD_S = 30.0
+# The line opens once every radio has had its first start (or this long has passed); a radio that failed is
+# reported in health and, when that may pass, retried in the background.
+RADIOS_FIRST_START_S = 150.0
 
 
 def agent_version() -> str:
@@ -49,7 +57,7 @@ def pinned_issuers(config: AgentConfig) -> KeyRing:
     if not config.trust.issuer_keys:
         raise ConfigError(
             "trust.issuer_keys is empty: pin the platform's issuer key (printed by 'rebadge cloud init') "
-            "in the config file or REBADGE_TRUST__ISSUER_KEYS"
+            "in the config file, or as JSON in the environment: REBADGE_TRUST__ISSUER_KEYS='[\"<64 hex>\"]'"
         )
     return KeyRing([PublicKey(bytes.fromhex(k)) for k in config.trust.issuer_keys])
 
@@ -97,9 +105,12 @@ class AgentService:
         self.journal: Journal | None = None
         self.keeper: LeaseKeeper | None = None
         self.renewer: CertificateRenewer | None = None  # with mqtt.tls: keeps the client certificate in force
+        self.dispatcher: ScanDispatcher | None = None
+        self.radios: list[Radio] = []
         self._progress_due: set[str] = set()
         self._progress_wake = asyncio.Event()
         self._health_wake = asyncio.Event()
+        self.metrics: AgentMetrics | None = None  # with [metrics] port: the Prometheus endpoint's values
 
     @property
     def gw(self) -> str:
@@ -108,9 +119,12 @@ class AgentService:
 
     async def run(self) -> None:
         """Run until cancelled; a broken journal stops it before anything else starts."""
+        check_scanner_libraries(self.config.scanner)
+        self.metrics = self._metrics()
         journal = await open_journal(self.config, self.identity)
         self.journal = journal
         radios = self._radios or [create_radio(k, self.config) for k in self.config.line.radios]
+        self.radios = radios
         try:
             for attempt in await journal.recover():
                 log.warning("%s: slot %d left in doubt by a restart; rescan to settle", attempt.sn, attempt.slot)
@@ -144,35 +158,78 @@ class AgentService:
             journal, radios, self.identity, self.issuers, self.config.line, debug=self.config.debug,
             on_event=self._publish_event, on_records=records_changed,
         )  # fmt: skip
-        for radio in radios:
-            await radio.start()
+        dispatcher = ScanDispatcher(
+            self.line.scan, self._publish_event, workers=self.config.line.max_in_flight,
+            debounce_s=self.config.scanner.debounce_s, on_fault=self._health_wake.set,
+        )  # fmt: skip
+        self.dispatcher = dispatcher
         async with asyncio.TaskGroup() as tg:
             tg.create_task(uplink.run(), name="uplink")
+            await self._start_radios(radios, tg)
+            tg.create_task(dispatcher.run(), name="scan dispatcher")
             tg.create_task(keeper.run(), name="lease keeper")
             if self.config.mqtt.tls is not None:
                 self.renewer = CertificateRenewer(self.config.mqtt.tls, self.identity, uplink)
                 tg.create_task(self.renewer.run(), name="certificate renewer")
-            await run_scanners(self.config.scanner, self.scan, tg)
+            start_scanners(self.config.scanner, dispatcher, tg)
             tg.create_task(self._watchdog(), name="watchdog")
+            if self.metrics is not None and self.config.metrics.port is not None:
+                metrics = self.metrics.serve(self, self.config.metrics.port, self.config.metrics.bind_address)
+                tg.create_task(metrics, name="metrics")
             tg.create_task(self._health(journal, uplink), name="health")
             self._progress_due.update(await journal.cert_nos())
             self._progress_wake.set()
             tg.create_task(self._progress(uplink), name="progress")
             self._notifier.send(READY="1", STATUS=f"gateway {self.gw} ready")
             log.info("gateway %s (%s) ready: radios %s", self.gw, self.config.gateway.name,
-                     ", ".join(r.kind.value for r in radios))  # fmt: skip
+                     ", ".join(f"{r.kind.value} ({r.state.value})" for r in radios))  # fmt: skip
             self.ready.set()
 
-    async def scan(self, sn: str, request_id: str | None = None) -> ScanEvent:
-        """Rebadge one SN (from any scanner)."""
-        assert self.line is not None, "scan() before run() started the line"
-        return await self.line.scan(sn, request_id)
+    async def _start_radios(self, radios: list[Radio], tg: asyncio.TaskGroup) -> None:
+        """Start every radio in `tg` and wait for each one's first attempt; none that fails stops the gateway."""
+        loop = asyncio.get_running_loop()
+        firsts: list[asyncio.Future[None]] = []
+        for radio in radios:
+            first: asyncio.Future[None] = loop.create_future()
+            firsts.append(first)
+
+            def attempted(first: asyncio.Future[None] = first) -> None:
+                if not first.done():
+                    first.set_result(None)
+                self._health_wake.set()
+
+            tg.create_task(radio.keep_started(on_attempt=attempted), name=f"radio {radio.kind.value}")
+        if firsts:
+            await asyncio.wait(firsts, timeout=RADIOS_FIRST_START_S)
+
+    async def scan(self, sn: str, request_id: str | None = None, *, source: str = "api") -> ScanEvent:
+        """Rebadge one SN through the dispatcher, as every scanner does, and return its outcome."""
+        assert self.dispatcher is not None, "scan() before run() started the dispatcher"
+        return await self.dispatcher.scan(sn, source, request_id)
 
     async def _on_scan_command(self, cmd: ScanCommand) -> None:
-        await self.scan(cmd.sn, cmd.id)
+        assert self.dispatcher is not None
+        # A command carries its own id; a repeat is the sender's choice, not a scanner's double read.
+        await self.dispatcher.submit(cmd.sn, "mqtt", cmd.id, debounce=False)
+
+    def _metrics(self) -> AgentMetrics | None:
+        """With [metrics] port: the endpoint's values; a missing library is a configuration error, said at start."""
+        port = self.config.metrics.port
+        if port is None:
+            return None
+        try:
+            from agent.metrics import AgentMetrics  # noqa: PLC0415 - an optional extra
+        except ImportError as exc:
+            raise ConfigError(
+                f"metrics.port is {port} but prometheus-client is not installed ({exc.name}): "
+                "pip install 'rebadge[metrics]', or unset metrics.port"
+            ) from exc
+        return AgentMetrics(self.gw, self.config.gateway.name, agent_version())
 
     async def _publish_event(self, event: ScanEvent) -> None:
         assert self.uplink is not None
+        if self.metrics is not None:
+            self.metrics.count(event)
         await self.uplink.publish_event(event)
         if event.cert_no:
             self._progress_changed(event.cert_no)
@@ -212,5 +269,7 @@ class AgentService:
                 "disk_free_mb": disk.free // 2**20, "at": int(time.time()), "pid": os.getpid(),
                 "frozen": None if frozen is None else frozen.as_dict(),
                 "mqtt": uplink.state.value, "mqtt_connections": uplink.connections,
+                "radios": {radio.kind.value: radio.health() for radio in self.radios},
+                "scans": None if self.dispatcher is None else self.dispatcher.health(),
             })  # fmt: skip
             await wait_event(self._health_wake, HEALTH_PERIOD_S)

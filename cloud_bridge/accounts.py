@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -28,6 +28,7 @@ KEY_PREFIX = "rbk_"
 KEY_RANDOM_BYTES = 32
 SHOWN_KEY_CHARS = 12
 PLATFORM_ORG = "platform"
+BOOTSTRAP_ADMIN = "first admin"  # the account a new platform makes; `rebadge cloud admin-key` renews its key
 
 
 class Role(StrEnum):
@@ -39,6 +40,9 @@ class Role(StrEnum):
     TECHNICIAN = "technician"
     CUSTOMER = "customer"  # a brand owner: sees the certificates that give goods its PIDs
     BUYER = "buyer"
+    # Platform staff of the purchase module (docs/orders.md): they move orders along, and see no certificates.
+    BUSINESS_MANAGER = "business_manager"  # prices, contracts, payments, invoices
+    PROJECT_MANAGER = "project_manager"  # software versions, production, shipping, test data
 
 
 class OrgKind(StrEnum):
@@ -50,7 +54,7 @@ class OrgKind(StrEnum):
 
 
 ROLES_OF_KIND = {
-    OrgKind.PLATFORM: {Role.ADMIN, Role.AUDITOR},
+    OrgKind.PLATFORM: {Role.ADMIN, Role.AUDITOR, Role.BUSINESS_MANAGER, Role.PROJECT_MANAGER},
     OrgKind.FACTORY: {Role.FACTORY_ADMIN, Role.TECHNICIAN, Role.BUYER},
     OrgKind.BRAND: {Role.CUSTOMER, Role.BUYER},
 }
@@ -184,10 +188,11 @@ async def authenticate(conn: AsyncConnection, api_key: str | None) -> Actor:
     row = (await conn.execute(select(accounts).where(accounts.c.key_hash == key_hash(api_key)))).first()
     if row is None or row.disabled:
         raise AuthenticationError("this API key matches no active account; ask an administrator for a new one")
-    return _actor_of(row)
+    return actor_of(row)
 
 
-def _actor_of(row: Row[Any]) -> Actor:
+def actor_of(row: Row[Any]) -> Actor:
+    """The actor of an account row."""
     return Actor(Role(row.role), int(row.org_id), int(row.id), str(row.name))
 
 
@@ -200,7 +205,7 @@ async def acting_as(conn: AsyncConnection, account: str) -> Actor:
         raise NotFoundError(f"no active account has the id or name {account!r}", what="account", key=account)
     if len(rows) > 1:
         raise InvalidRequestError(f"more than one account is named {account!r}; give its id instead", field="as")
-    return _actor_of(rows[0])
+    return actor_of(rows[0])
 
 
 async def bootstrap_admin(conn: AsyncConnection, now: int) -> str | None:
@@ -209,5 +214,35 @@ async def bootstrap_admin(conn: AsyncConnection, now: int) -> str | None:
         return None
     org = (await conn.execute(select(organisations.c.id).where(organisations.c.name == PLATFORM_ORG))).first()
     org_id = org.id if org else await create_org(conn, SYSTEM, PLATFORM_ORG, OrgKind.PLATFORM, now)
-    _, api_key = await create_account(conn, SYSTEM, org_id, "first admin", Role.ADMIN, now)
+    _, api_key = await create_account(conn, SYSTEM, org_id, BOOTSTRAP_ADMIN, Role.ADMIN, now)
+    return api_key
+
+
+async def renew_bootstrap_admin_key(conn: AsyncConnection, now: int) -> str:
+    """A new API key for the first admin (made now on a platform with no accounts); its old key stops working."""
+    made = await bootstrap_admin(conn, now)
+    if made is not None:
+        return made
+    query = (
+        select(accounts)
+        .join(organisations, organisations.c.id == accounts.c.org_id)
+        .where(organisations.c.name == PLATFORM_ORG, accounts.c.name == BOOTSTRAP_ADMIN, accounts.c.role == Role.ADMIN)
+        .order_by(accounts.c.id)
+    )
+    row = (await conn.execute(query.limit(1))).first()
+    if row is None:
+        raise NotFoundError(
+            f"this platform has no {BOOTSTRAP_ADMIN!r} admin account in its {PLATFORM_ORG!r} organisation; "
+            "an admin's key is made over the API (POST /v1/accounts)",
+            what="account", key=BOOTSTRAP_ADMIN,
+        )  # fmt: skip
+    if row.disabled:
+        raise ConflictError(f"account {row.id} ({BOOTSTRAP_ADMIN}) is disabled: a new key would not let anyone in")
+    api_key = new_api_key()
+    await conn.execute(
+        update(accounts)
+        .where(accounts.c.id == row.id)
+        .values(key_hash=key_hash(api_key), key_prefix=api_key[:SHOWN_KEY_CHARS])
+    )
+    log.info("account %d (%s): API key renewed; the old one no longer works", row.id, BOOTSTRAP_ADMIN)
     return api_key

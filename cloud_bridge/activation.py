@@ -18,7 +18,7 @@ from cloud_bridge.leases import LeaseState
 from cloud_bridge.store.schema import activations, confirmations, records
 from cloud_bridge.store.schema import certificates as cert_table
 from wire.errors import MalformedError, TokenError
-from wire.keys import KeyRing, PublicKey
+from wire.keys import KeyRing
 from wire.records import RecordKind
 from wire.tokens import HDR_KID, Grant, peek_header, verify
 
@@ -57,21 +57,22 @@ def _invalid(message: str) -> Activation:
     return Activation(Verdict.INVALID_RECEIPT, message)
 
 
-async def _verified_grant(conn: AsyncConnection, receipt: bytes) -> tuple[Grant, str] | Activation:
+async def _verified_grant(conn: AsyncConnection, receipt: bytes) -> tuple[Grant, gateways.GatewayKey] | Activation:
     try:
         kid = peek_header(receipt).get(HDR_KID)
     except MalformedError as exc:
         return _invalid(f"receipt is malformed: {exc}")
     if not isinstance(kid, bytes):
         return _invalid("receipt names no gateway key")
-    row = await gateways.find(conn, kid.hex())
-    if row is None:
-        return _invalid(f"receipt is signed by gateway {kid.hex()}, which the platform does not know")
+    # Any key the gateway has had: a receipt its old key signed before a key rotation is still its receipt.
+    signer = await gateways.key_by_kid(conn, kid)
+    if signer is None:
+        return _invalid(f"receipt is signed by gateway key {kid.hex()}, which the platform does not know")
     try:
-        grant = verify(receipt, Grant, KeyRing([PublicKey(bytes(row.public_key))]))
+        grant = verify(receipt, Grant, KeyRing([signer.key]))
     except (TokenError, MalformedError) as exc:
         return _invalid(f"receipt does not verify: {exc}")
-    return grant, str(row.gw)
+    return grant, signer
 
 
 async def activate(conn: AsyncConnection, sn: str, pid: str, receipt: bytes, now: int) -> Activation:
@@ -80,10 +81,11 @@ async def activate(conn: AsyncConnection, sn: str, pid: str, receipt: bytes, now
     checked = await _verified_grant(conn, receipt)
     if isinstance(checked, Activation):
         return checked
-    grant, gw = checked
+    grant, signer = checked
+    gw = signer.gw
     if grant.sn != sn or grant.new_pid != pid:
         return _invalid(f"receipt is for SN {grant.sn} and PID {grant.new_pid}, not SN {sn} and PID {pid}")
-    lease = await _lease_of(conn, grant, gw, pid)
+    lease = await _lease_of(conn, grant, signer, pid)
     if isinstance(lease, Activation):
         return lease
     # The gateway's lock orders this with its ingest, closes and write-offs; the certificate's with every other
@@ -100,13 +102,21 @@ async def activate(conn: AsyncConnection, sn: str, pid: str, receipt: bytes, now
     return await _record(conn, grant, str(lease.cert_no), pid, gw, now)
 
 
-async def _lease_of(conn: AsyncConnection, grant: Grant, gw: str, pid: str) -> Row[Any] | Activation:
+async def _lease_of(
+    conn: AsyncConnection, grant: Grant, signer: gateways.GatewayKey, pid: str
+) -> Row[Any] | Activation:
     try:
         lease = await leases.get(conn, grant.lease_id)
     except NotFoundError:
         return _invalid(f"receipt names lease {grant.lease_id}, which the platform never issued")
-    if lease.gw != gw or not lease.slot_lo <= grant.slot < lease.slot_hi:
-        return _invalid(f"receipt's slot {grant.slot} is not in lease {lease.lease_id} of gateway {gw}")
+    if lease.gw != signer.gw or not lease.slot_lo <= grant.slot < lease.slot_hi:
+        return _invalid(f"receipt's slot {grant.slot} is not in lease {lease.lease_id} of gateway {signer.gw}")
+    bound = leases.bound_key(lease)
+    if bound != signer.key:  # a key rotation: each key spends only the leases bound to it, as devices check
+        return _invalid(
+            f"receipt is signed by key {signer.key.kid.hex()} of gateway {signer.gw}, but lease {lease.lease_id} "
+            f"is bound to its key {bound.kid.hex()}"
+        )
     cert = (await conn.execute(select(cert_table).where(cert_table.c.cert_no == lease.cert_no))).one()
     if cert.new_pid != pid or grant.slot >= cert.quantity:
         return _invalid(f"lease {lease.lease_id} gives PID {cert.new_pid}, not {pid}")

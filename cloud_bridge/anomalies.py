@@ -24,6 +24,7 @@ class AnomalyKind(StrEnum):
     UNKNOWN_GATEWAY = "unknown_gateway"
     REVOKED_GATEWAY = "revoked_gateway"
     BAD_SIGNATURE = "bad_signature"
+    RETIRED_KEY = "retired_key"  # signed by a key a rotation retired, for what comes after its last seq
     TOPIC_MISMATCH = "topic_mismatch"
     BROKEN_CHAIN = "broken_chain"
     FORK = "fork"

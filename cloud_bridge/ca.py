@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from cryptography import x509
 
 from cloud_bridge.errors import ConfigError
 from cloud_bridge.issuer import FILE_MODE, check_mode, ensure_data_dir
+from durable.files import create_exclusively
 from wire import x509 as wx
 from wire.errors import MalformedError
 from wire.keys import PublicKey
@@ -34,18 +34,9 @@ class CertificateAuthority:
         """The CA certificate, for gateways and the broker to trust."""
         return wx.pem(self.cert)
 
-    def issue_gateway(self, key: PublicKey, valid_s: int, now: int) -> x509.Certificate:
-        """A client certificate for a gateway key, CN = its gateway id."""
-        subject = key.verifier()
-        return wx.issue(self.key, self.cert, subject, wx.Leaf(cn=key.kid.hex(), valid_s=valid_s), now)
-
-
-def _write(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    def issue_gateway(self, gw: str, key: PublicKey, valid_s: int, now: int) -> x509.Certificate:
+        """A client certificate for gateway `gw`'s current key, CN = the gateway id."""
+        return wx.issue(self.key, self.cert, key.verifier(), wx.Leaf(cn=gw, valid_s=valid_s), now)
 
 
 def load_or_create(data_dir: Path, now: int) -> CertificateAuthority:
@@ -55,8 +46,8 @@ def load_or_create(data_dir: Path, now: int) -> CertificateAuthority:
     if not key_path.exists() and not cert_path.exists():
         key = wx.new_ca_key()
         cert = wx.ca_certificate(key, now)
-        _write(key_path, wx.key_pem(key))
-        _write(cert_path, wx.pem(cert))
+        create_exclusively(key_path, wx.key_pem(key), FILE_MODE)
+        create_exclusively(cert_path, wx.pem(cert), FILE_MODE)
         log.info("created the platform CA %s", cert_path)
         return CertificateAuthority(key, cert)
     for path, what in ((key_path, "CA key file"), (cert_path, "CA certificate file")):

@@ -203,15 +203,19 @@ class Application:
     valid_s: int = 30 * 86400
 
 
-def _manages(factory_id: int, product: Row[Any]) -> bool:
-    # The one place that decides which products a factory may name. Today: its own. Managing a brand's product
-    # through an OEM link (a later issue) widens this check and nothing else.
+def _manages(factory_id: int, product: Row[Any], field: str) -> bool:
+    # The one place that decides which products a factory may name. Goods become (new_pid) its own products or those
+    # it manages for a customer who redeemed one of its OEM links; they start from (original_pid) its own products
+    # only, so a factory cannot move a customer's goods to another brand.
+    if field == "new_pid":
+        return products.may_manage(factory_id, product)
     return bool(product.org_id == factory_id)
 
 
 async def _product_of(conn: AsyncConnection, factory_id: int, pid: str, whose: str, field: str) -> Row[Any]:
     row = (await conn.execute(select(product_table).where(product_table.c.pid == pid))).first()
-    if row is None or not _manages(factory_id, row):  # the same answer whether another organisation has it or not
+    # The same answer whether another organisation has it or not.
+    if row is None or not _manages(factory_id, row, field):
         raise NotFoundError(f"{field} {pid!r} is not a product of {whose}", what="product", key=pid)
     return row
 

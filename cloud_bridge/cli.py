@@ -7,7 +7,6 @@ import functools
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -17,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cloud_bridge import accounts
 from cloud_bridge.accounts import Actor
+from cloud_bridge.admin_key import bootstrap_admin_key, renew_admin_key
 from cloud_bridge.ca import DEFAULT_CLIENT_CERT_VALID_S
 from cloud_bridge.certificates import Application
 from cloud_bridge.certificates import issue_as as issue_certificate_as
@@ -24,7 +24,7 @@ from cloud_bridge.errors import CloudError
 from cloud_bridge.leases import issue_as as issue_lease_as
 from cloud_bridge.mqtt_tls import ServiceTls, service_context
 from cloud_bridge.platform import DEFAULT_CERT_VALID_S, DEFAULT_LEASE_VALID_S, Platform
-from cloud_bridge.service import ServeConfig, signal_event, until_signalled
+from cloud_bridge.service import ServeConfig, listen, signal_event, until_signalled
 from cloud_bridge.service import serve as serve_platform
 from cloud_bridge.store.queries import confirmed_per_cert
 from cloud_bridge.store.schema import (
@@ -38,6 +38,7 @@ from cloud_bridge.store.schema import (
 from cloud_bridge.worker import IngestWorker
 from wire.errors import MalformedError
 from wire.keys import KEY_BYTES, PublicKey
+from wire.times import utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +99,38 @@ def group() -> None:
 @db_url_option
 @_run
 async def init(data_dir: Path, db_url: str | None) -> None:
-    """Create the data dir, issuer key and database; print the issuer public key for gateways to pin."""
+    """Create the data dir, issuer key and database; print the issuer public key for gateways to pin.
+
+    A new platform's first admin key goes to DATA_DIR/admin-key (0600); its path is said on stderr.
+    """
 
     async def body(p: Platform) -> None:
         click.echo(p.issuer.public.raw.hex())
+        await _bootstrap_admin(p, data_dir)
+
+    await _with_platform(data_dir, db_url, body)
+
+
+async def _bootstrap_admin(p: Platform, data_dir: Path) -> None:
+    """On a platform with no accounts: the first admin, its key written to the data dir (never printed)."""
+    path = await bootstrap_admin_key(p, data_dir)
+    if path is not None:
+        click.echo(f"first admin API key written to {path} (0600); 'rebadge cloud admin-key' renews it", err=True)
+
+
+@group.command("admin-key")
+@data_dir_option
+@db_url_option
+@_run
+async def admin_key(data_dir: Path, db_url: str | None) -> None:
+    """Give the first admin account a new API key, in DATA_DIR/admin-key (0600); its old key stops working.
+
+    Made for a lost or leaked key; the key is never printed, only the file's path.
+    """
+
+    async def body(p: Platform) -> None:
+        path = await renew_admin_key(p, data_dir)
+        click.echo(f"new API key of the first admin written to {path} (0600); the old key no longer works")
 
     await _with_platform(data_dir, db_url, body)
 
@@ -168,7 +197,7 @@ async def cert_issue(
 
 
 def _date(at: int) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return utc_iso(at)
 
 
 def _gateway_key(value: str) -> PublicKey:
@@ -235,7 +264,7 @@ async def lease_issue(
         await asyncio.to_thread(out.write_bytes, bundle)
         click.echo(
             f"lease {granted.lease_id}: slots [{granted.slot_lo}, {granted.slot_hi}) of {cert_no} "
-            f"for gateway {key.kid.hex()}, written to {out}"
+            f"for gateway key {key.kid.hex()}, expires {utc_iso(granted.exp)}, written to {out}"
         )
 
     await _with_platform(data_dir, db_url, body)
@@ -264,7 +293,7 @@ async def lease_write_off(data_dir: Path, db_url: str | None, account: str, leas
 
 @group.group()
 def gateway() -> None:
-    """Gateways: reinstating one frozen after its journal forked, and its history."""
+    """Gateways: reinstating one frozen after its journal forked, its history and its keys."""
 
 
 @gateway.command("reinstate")
@@ -307,6 +336,25 @@ async def gateway_history(data_dir: Path, db_url: str | None, gw: str) -> None:
             where = f" seq {h.seq}" if h.seq is not None else ""
             lease = f" lease {h.lease_id}" if h.lease_id else ""
             click.echo(f"{_date(h.at)}  {h.kind}{where}{lease}  {h.actor or '-'}: {h.reason}")
+
+    await _with_platform(data_dir, db_url, body)
+
+
+@gateway.command("keys")
+@data_dir_option
+@db_url_option
+@click.argument("gw")
+@_run
+async def gateway_keys(data_dir: Path, db_url: str | None, gw: str) -> None:
+    """Every key the gateway has had (key rotation), oldest first, with the journal seqs each may sign."""
+
+    async def body(p: Platform) -> None:
+        keys = await p.gateway_keys(gw)
+        if not keys:
+            raise click.ClickException(f"gateway {gw!r} has no keys here; 'rebadge cloud status' lists the gateways")
+        for k in keys:
+            until = "current" if k.to_seq is None else f"to seq {k.to_seq}, retired {_date(k.retired_at)}"
+            click.echo(f"{k.kid}  from seq {k.from_seq} {until}  (introduced {_date(k.introduced_at)})")
 
     await _with_platform(data_dir, db_url, body)
 
@@ -384,7 +432,8 @@ async def serve(
     shared_group: str | None,
     client_cert_days: int,
 ) -> None:
-    """Run the HTTP API (OpenAPI at /openapi.json) and the MQTT worker; print a first admin key on a new platform."""
+    """Run the HTTP API (OpenAPI at /openapi.json) and the MQTT worker; a new platform's first admin key is written
+    to DATA_DIR/admin-key (0600), and only its path printed."""
     config = ServeConfig(
         host=host,
         port=port,
@@ -395,12 +444,12 @@ async def serve(
     )
 
     async def body(p: Platform) -> None:
-        key = await p.bootstrap_admin()
-        if key is not None:
-            click.echo(f"first admin API key (shown once; store it now): {key}")
-        click.echo(f"serving http://{host}:{port} (OpenAPI at /openapi.json); stop with Ctrl-C", nl=True)
-        with signal_event() as stop:
-            await serve_platform(p, config, stop)
+        # Listen first: a port in use must not make the first admin of a platform that does not serve.
+        with listen(host, port) as sock:
+            await _bootstrap_admin(p, data_dir)
+            click.echo(f"serving http://{host}:{port} (OpenAPI at /openapi.json); stop with Ctrl-C", nl=True)
+            with signal_event() as stop:
+                await serve_platform(p, config, stop, sock=sock)
 
     await _with_platform(data_dir, db_url, body, client_cert_valid_s=client_cert_days * 86400)
 
@@ -452,3 +501,29 @@ async def _status_lines(conn: Any, cert_no: str | None) -> list[str]:
 async def _issuer_hex(conn: Any) -> str:
     row = (await conn.execute(select(issuer_keys.c.public_key).where(issuer_keys.c.active))).first()
     return bytes(row.public_key).hex() if row else "none"
+
+
+def _add_order_commands() -> None:
+    # Imported here: the order commands use this module's options and runner.
+    from cloud_bridge.order_cli import order  # noqa: PLC0415
+
+    group.add_command(order)
+
+
+def _add_product_commands() -> None:
+    # Imported here: the product commands use this module's options and runner.
+    from cloud_bridge.product_cli import product  # noqa: PLC0415
+
+    group.add_command(product)
+
+
+def _add_account_commands() -> None:
+    # Imported here: the account commands use this module's options and runner.
+    from cloud_bridge.account_cli import account  # noqa: PLC0415
+
+    group.add_command(account)
+
+
+_add_order_commands()
+_add_product_commands()
+_add_account_commands()

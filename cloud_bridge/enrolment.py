@@ -95,7 +95,9 @@ async def enrol(
     """Exchange a token and a gateway's CSR for a client certificate; register the gateway to the token's factory."""
     token_id, org_id, line = await _consume(conn, token, now)
     try:
-        key = wx.check_gateway_csr(csr)
+        _, key = wx.read_gateway_csr(csr)
+        owner = await gateways.key_owner(conn, key)  # a rotated gateway's current key keeps its gateway id
+        wx.check_gateway_csr(csr, owner.gw if owner is not None else None)
     except MalformedError as exc:
         raise InvalidRequestError(str(exc), field="csr") from exc
     enroller = Actor(Role.TECHNICIAN, org_id, name=f"enrolment token {token_id}")
@@ -105,6 +107,6 @@ async def enrol(
         raise ConflictError(f"gateway {gw} is revoked and cannot enrol again; make a new gateway key")
     await conn.execute(update(enrolment_tokens).where(enrolment_tokens.c.id == token_id).values(gw=gw))
     await gateways.record_event(conn, gw, gateways.EventKind.ENROLLED, now, actor=enroller.name, reason=line)
-    cert = ca.issue_gateway(key, cert_valid_s, now)
+    cert = ca.issue_gateway(gw, key, cert_valid_s, now)
     log.info("enrolled gateway %s for organisation %s (line %r)", gw, org_id, line)
     return Enrolled(gw, wx.pem(cert), ca.cert_pem, int(cert.not_valid_after_utc.timestamp()))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 import stat
 from pathlib import Path
 
 from cloud_bridge.errors import ConfigError
+from durable.dirs import UnusableDirectoryError, make_private_dir
+from durable.files import create_exclusively
 from wire.keys import KEY_BYTES, SigningKey
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,11 @@ def check_mode(path: Path, allowed: int, what: str) -> None:
 
 
 def ensure_data_dir(data_dir: Path) -> Path:
-    """Create the data directory 0700 if missing; refuse one that others can read."""
-    data_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    """Create the data directory 0700 if missing; refuse one that others can read or this user cannot write."""
+    try:
+        make_private_dir(data_dir, DIR_MODE, "--data-dir / REBADGE_DATA_DIR")
+    except UnusableDirectoryError as exc:
+        raise ConfigError(str(exc)) from exc
     check_mode(data_dir, DIR_MODE, "data directory")
     return data_dir
 
@@ -37,11 +41,7 @@ def load_or_create(data_dir: Path) -> SigningKey:
     path = ensure_data_dir(data_dir) / KEY_FILE
     if not path.exists():
         key = SigningKey.generate()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key.seed)
-            f.flush()
-            os.fsync(f.fileno())
+        create_exclusively(path, key.seed, FILE_MODE)
         log.info("created issuer key %s (kid %s)", path, key.kid.hex())
         return key
     check_mode(path, FILE_MODE, "issuer key file")

@@ -34,7 +34,8 @@ from cloud_bridge.store.schema import (
 )
 from wire.keys import PublicKey, SigningKey
 from wire.records import RecordKind
-from wire.tokens import Lease, LeaseBundle, sign
+from wire.times import utc_iso
+from wire.tokens import Lease, LeaseBundle, decode_payload, sign, sign1_payload
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +117,16 @@ async def issue(
     slots = min(slots, policy.max_slots)
     # Locks in one order everywhere (gateway, then certificate): a fork cannot freeze the gateway half-way
     # through, and the certificate lock serialises allocations with closes and write-offs, so no slot is held twice.
-    gateway_row = await gateways.lock(conn, gateways.gw_id(gateway))
+    owner = await gateways.key_owner(conn, gateway)
+    gw = gateways.gw_id(gateway) if owner is None else owner.gw
+    gateway_row = await gateways.lock(conn, gw)
     if gateway_row is None:
-        gw = gateways.gw_id(gateway)
         raise NotFoundError(f"gateway {gw} is not registered; enrol it first", what="gateway", key=gw)
+    if bytes(gateway_row.public_key) != gateway.raw:  # under the lock a rotation takes too
+        raise ConflictError(
+            f"key {gateway.kid.hex()} of gateway {gw} was retired by a key rotation; leases are bound to the "
+            "gateway's current key"
+        )
     if gateway_row.revoked:
         raise GatewayRevokedError(f"gateway {gateway_row.gw} is revoked and gets no leases", gw=gateway_row.gw)
     if gateway_row.frozen_at is not None:
@@ -132,7 +139,7 @@ async def issue(
     if cert.status != Status.APPROVED:
         raise ConflictError(f"certificate {cert_no} is {cert.status}; leases come only from an approved certificate")
     if now >= cert.exp:
-        raise ConflictError(f"certificate {cert_no} expired at {cert.exp}; apply for a new certificate")
+        raise ConflictError(f"certificate {cert_no} expired at {utc_iso(cert.exp)}; apply for a new certificate")
     picked = pick_range(free_runs(await holds_of(conn, cert_no), cert.quantity), slots)
     if picked is None:
         raise NoSlotsLeftError(
@@ -205,6 +212,12 @@ async def get(conn: AsyncConnection, lease_id: str) -> Row[Any]:
     if row is None:
         raise NotFoundError(f"lease {lease_id!r} does not exist", what="lease", key=lease_id)
     return row
+
+
+def bound_key(lease: Row[Any]) -> PublicKey:
+    """The gateway key a stored lease is bound to: only that key's grants spend its slots (the platform signed the
+    stored token itself, so it is read without verifying again)."""
+    return PublicKey(decode_payload(sign1_payload(bytes(lease.token)), Lease).gateway_key)
 
 
 def _runs(slots: list[int]) -> list[tuple[int, int]]:

@@ -22,6 +22,7 @@ from cloud_bridge import (
     enrolment,
     gateways,
     issuer,
+    key_rotation,
     leases,
     ledger,
     quarantine,
@@ -33,10 +34,11 @@ from cloud_bridge.anomalies import AnomalyEvent, AnomalyKind
 from cloud_bridge.errors import ConfigError
 from cloud_bridge.leases import LeasePolicy
 from cloud_bridge.ledger import Outcome
-from cloud_bridge.store.engine import create_engine, migrate, sqlite_url
+from cloud_bridge.store.engine import check_reachable, create_engine, migrate, sqlite_url
+from cloud_bridge.store.schema import anomalies as anomaly_table
 from cloud_bridge.store.schema import issuer_keys
 from cloud_bridge.unverified import RECORDS, UnverifiedTraffic
-from cloud_bridge.verify import BatchRejectedError, VerifiedBatch, parse_batch, verify_batch
+from cloud_bridge.verify import BatchRejectedError, VerifiedBatch, checkpoint_kid, parse_batch, verify_batch
 from wire.keys import PublicKey, SigningKey
 from wire.lease_request import AnswerCode, LeaseAnswer, ReleaseAnswer, RenewAnswer
 from wire.tokens import Ack, Certificate, Lease, sign
@@ -102,6 +104,7 @@ class Platform:
         key = await asyncio.to_thread(issuer.load_or_create, data_dir)
         authority = await asyncio.to_thread(ca.load_or_create, data_dir, int(clock()))
         url = db_url or sqlite_url(data_dir / DB_FILE)
+        await check_reachable(url, "--db-url / REBADGE_DB_URL" if db_url else "--data-dir / REBADGE_DATA_DIR")
         await migrate(url)
         engine = create_engine(url)
         try:
@@ -212,6 +215,17 @@ class Platform:
             requests.answer_renew, gw, payload, ca=self.authority, cert_valid_s=self.client_cert_valid_s, now=self.now()
         )
 
+    async def answer_rotate(self, gw: str, payload: bytes) -> RenewAnswer:
+        """Answer a gateway's `req/rotate` key introduction: the new key's client certificate, or a refusal."""
+        return await self.run(
+            key_rotation.answer_rotate, gw, payload, ca=self.authority, cert_valid_s=self.client_cert_valid_s,
+            now=self.now(),
+        )  # fmt: skip
+
+    async def gateway_keys(self, gw: str) -> list[Row[Any]]:
+        """Every key the gateway has had, oldest first, with the seqs each may sign."""
+        return await self.run(gateways.keys, gw)
+
     async def answer_release(self, gw: str, payload: bytes) -> ReleaseAnswer:
         """Answer a gateway's `req/release` payload."""
         return await self.run(requests.answer_release, gw, payload, now=self.now())
@@ -268,8 +282,8 @@ class Platform:
     async def ingest(self, payload: bytes, *, topic_gw: str | None = None) -> IngestResult:
         """Verify one `records` payload and apply it to the ledger; never raises for bad input.
 
-        The signature and chain are checked before any lock is taken (a gateway's key never changes), so a flood of
-        garbage on a gateway's topic does not queue its honest batches behind it.
+        The signature and chain are checked before any lock is taken, so a flood of garbage on a gateway's topic
+        does not queue its honest batches behind it; which seqs the signing key may sign is checked under the lock.
         """
         now = self.now()
         try:
@@ -284,6 +298,10 @@ class Platform:
         async with self.engine.begin() as conn:
             row = await gateways.lock(conn, verified.gw)
             assert row is not None  # gateways are never deleted
+            # Under the lock a key rotation takes too: a batch verified just before one commits cannot slip past it.
+            retired = await self._signer_refusal(conn, verified, payload, now)
+            if retired is not None:
+                return retired
             if row.revoked:
                 revoked = BatchRejectedError(
                     f"batch from revoked gateway {verified.gw}: kept as evidence, not counted",
@@ -317,10 +335,40 @@ class Platform:
         batch = parse_batch(payload, topic_gw)
         async with self.engine.connect() as conn:
             row = await gateways.find(conn, batch.gw)
-        if row is None:
-            raise BatchRejectedError(
-                f"batch from unknown gateway {batch.gw}; register its key first",
-                kind=AnomalyKind.UNKNOWN_GATEWAY,
-                gw=batch.gw,
-            )
-        return verify_batch(batch, PublicKey(bytes(row.public_key)))
+            if row is None:
+                raise BatchRejectedError(
+                    f"batch from unknown gateway {batch.gw}; register its key first",
+                    kind=AnomalyKind.UNKNOWN_GATEWAY,
+                    gw=batch.gw,
+                )
+            signer = await gateways.key_by_kid(conn, checkpoint_kid(batch), batch.gw)
+        # A kid the gateway never had: verify with its current key, which refuses the signature.
+        return verify_batch(batch, signer.key if signer is not None else PublicKey(bytes(row.public_key)))
+
+    async def _signer_refusal(
+        self, conn: AsyncConnection, verified: VerifiedBatch, payload: bytes, now: int
+    ) -> IngestResult | None:
+        """A batch whose checkpoint a key signed outside its seqs (a retired key after its rotation or anything
+        but a resend, a new key before it) is refused, and stored as an anomaly: its signature verified, so these
+        are the gateway's words."""
+        signer = await gateways.key_by_kid(conn, verified.signer_kid, verified.gw)
+        if signer is None:
+            return None
+        problem = await gateways.checkpoint_refusal(conn, signer, verified.last_seq, verified.checkpoint.head)
+        if problem is None:
+            return None
+        kind = AnomalyKind.RETIRED_KEY if signer.to_seq is not None else AnomalyKind.BAD_SIGNATURE
+        refused = BatchRejectedError(
+            f"batch up to seq {verified.last_seq} refused: {problem}", kind=kind, gw=verified.gw, seq=verified.last_seq
+        )
+        seen = select(anomaly_table.c.id).where(
+            anomaly_table.c.kind == kind.value, anomaly_table.c.gw == verified.gw,
+            anomaly_table.c.seq == verified.last_seq, anomaly_table.c.message == str(refused),  # names the key
+        )  # fmt: skip
+        if (await conn.execute(seen.limit(1))).first() is not None:  # the gateway resends it: flagged once
+            return IngestResult(Outcome.REJECTED, verified.gw, rejection=refused)
+        event = await anomalies.store(
+            conn, kind, str(refused), now, payload=payload, gw=verified.gw, seq=verified.last_seq
+        )
+        log.warning("gateway %s: %s", verified.gw, refused)
+        return IngestResult(Outcome.REJECTED, verified.gw, anomalies=(event,), rejection=refused)

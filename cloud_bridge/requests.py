@@ -29,7 +29,7 @@ from cloud_bridge.leases import LeasePolicy, LeaseState
 from cloud_bridge.store.schema import request_nonces
 from wire import x509 as wx
 from wire.errors import MalformedError, TokenError, WireError
-from wire.keys import KeyRing, PublicKey, SigningKey
+from wire.keys import KeyRing, SigningKey
 from wire.lease_request import (
     REQUEST_WINDOW_S,
     AnswerCode,
@@ -41,6 +41,7 @@ from wire.lease_request import (
     RenewRequest,
     SignedRequest,
 )
+from wire.times import utc_iso
 from wire.tokens import HDR_KID, peek_header, verify
 
 log = logging.getLogger(__name__)
@@ -83,23 +84,32 @@ async def _gateway(conn: AsyncConnection, gw: str) -> Row[Any]:
 
 async def verified_request(conn: AsyncConnection, topic_gw: str, token: bytes, cls: type[R], now: int) -> R:
     """Verify a gateway's signed request: its key, its topic, its time and a fresh nonce (stored here)."""
+    request, _ = await verified_with_signer(conn, topic_gw, token, cls, now)
+    return request
+
+
+async def verified_with_signer(
+    conn: AsyncConnection, topic_gw: str, token: bytes, cls: type[R], now: int
+) -> tuple[R, gateways.GatewayKey]:
+    """`verified_request`, with the gateway key that signed the request."""
     try:
         kid = peek_header(token).get(HDR_KID)
     except MalformedError as exc:
         raise RequestRefusedError(
             f"request is not a signed token ({exc}); sign requests with the gateway key", code=AnswerCode.BAD_SIGNATURE
         ) from exc
-    if not isinstance(kid, bytes) or kid.hex() != topic_gw:
-        raise RequestRefusedError(
-            f"request on gateway {topic_gw}'s topic is not signed by that gateway's key", code=AnswerCode.BAD_SIGNATURE
-        )
     row = await gateways.find(conn, topic_gw)
     if row is None:
         raise RequestRefusedError(
             f"gateway {topic_gw} is not registered; enrol it on the platform first", code=AnswerCode.UNKNOWN_GATEWAY
         )
+    signer = await gateways.key_by_kid(conn, kid, topic_gw) if isinstance(kid, bytes) else None
+    if signer is None:
+        raise RequestRefusedError(
+            f"request on gateway {topic_gw}'s topic is not signed by that gateway's key", code=AnswerCode.BAD_SIGNATURE
+        )
     try:
-        request = verify(token, cls, KeyRing([PublicKey(bytes(row.public_key))]))
+        request = verify(token, cls, KeyRing([signer.key]))
     except TokenError as exc:
         raise RequestRefusedError(str(exc), code=AnswerCode.BAD_SIGNATURE) from exc
     except MalformedError as exc:
@@ -110,6 +120,8 @@ async def verified_request(conn: AsyncConnection, topic_gw: str, token: bytes, c
             code=AnswerCode.BAD_SIGNATURE,
             request_id=request.id,
         )
+    if signer.to_seq is not None:  # verified with the retired key itself: evidence that it is still in use
+        await _retired(conn, signer, token, request.id, now)
     await _fresh(conn, request, now)
     # Revocation is checked only once the request is known to be the gateway's own: what a revoked gateway is
     # refused may be stored as evidence against it, which a forgery on its topic must never be.
@@ -117,13 +129,24 @@ async def verified_request(conn: AsyncConnection, topic_gw: str, token: bytes, c
         await _gateway(conn, topic_gw)
     except RequestRefusedError as exc:
         raise RequestRefusedError(str(exc), code=exc.code, request_id=request.id) from exc
-    return request
+    return request, signer
+
+
+async def _retired(conn: AsyncConnection, signer: gateways.GatewayKey, token: bytes, request_id: str, now: int) -> None:
+    message = (
+        f"request signed by key {signer.key.kid.hex()}, which a key rotation retired after seq {signer.to_seq}; "
+        "sign with the gateway's current key (if that key is lost or stolen, revoke the gateway)"
+    )
+    await anomalies.store(conn, AnomalyKind.RETIRED_KEY, message, now, payload=token, gw=signer.gw)
+    log.warning("gateway %s: %s", signer.gw, message)
+    raise RequestRefusedError(message, code=AnswerCode.RETIRED_KEY, request_id=request_id)
 
 
 async def _fresh(conn: AsyncConnection, request: SignedRequest, now: int) -> None:
     if abs(request.at - now) > REQUEST_WINDOW_S:
         raise RequestRefusedError(
-            f"request time {request.at} is {request.at - now:+d} s from the platform's clock {now}, outside the "
+            f"request time {utc_iso(request.at)} is {request.at - now:+d} s from the platform's clock {utc_iso(now)}, "
+            f"outside the "
             f"{REQUEST_WINDOW_S} s window; set the gateway's clock (NTP) and send it again",
             code=AnswerCode.REPLAYED,
             request_id=request.id,
@@ -150,7 +173,7 @@ async def answer_lease(
 ) -> LeaseAnswer:
     """Answer a gateway's signed lease request; refusals are answers too, never exceptions."""
     try:
-        request = await verified_request(conn, gw, payload, LeaseRequest, now)
+        request, signer = await verified_with_signer(conn, gw, payload, LeaseRequest, now)
     except RequestRefusedError as exc:
         return LeaseAnswer(id=exc.request_id, code=exc.code, message=str(exc)[:MAX_MESSAGE])
     except WireError as exc:
@@ -160,10 +183,12 @@ async def answer_lease(
         cert = await certificates.get(conn, request.cert_no)
         if row.org_id is not None and cert.org_id is not None and cert.org_id != row.org_id:
             raise NotFoundError(f"certificate {request.cert_no!r} does not exist", what="certificate", key="")
+        # Bound to the key that signed the request, not the row's key read now: a rotation committed since the
+        # request was verified makes leases.issue refuse it under the gateway lock, instead of leasing to the new key.
         lease, _, bundle = await leases.issue(
             conn,
             request.cert_no,
-            PublicKey(bytes(row.public_key)),
+            signer.key,
             request.slots,
             valid_s=request.valid_s,
             policy=policy,
@@ -235,35 +260,47 @@ async def release_as(conn: AsyncConnection, actor: Actor, lease_id: str, token: 
     return await _release(conn, "", str(lease.gw), release)
 
 
-async def answer_renew(
-    conn: AsyncConnection, gw: str, payload: bytes, *, ca: CertificateAuthority, cert_valid_s: int, now: int
-) -> RenewAnswer:
-    """A new client certificate for the gateway's own key; a revoked gateway is refused and an anomaly stored."""
+async def certificate_request(
+    conn: AsyncConnection, gw: str, payload: bytes, cls: type[R], what: str, now: int
+) -> R | RenewAnswer:
+    """A verified request whose answer is a client certificate, or its refusal as that answer; a revoked
+    gateway's is stored as an anomaly (not renewing, and no new key, is how its access ends)."""
     try:
-        request = await verified_request(conn, gw, payload, RenewRequest, now)
+        return await verified_request(conn, gw, payload, cls, now)
     except RequestRefusedError as exc:
-        if exc.code is AnswerCode.REFUSED:  # revoked: not renewing is how its access ends
-            message = f"renewal refused: {exc}"
+        if exc.code is AnswerCode.REFUSED:
+            message = f"{what} refused: {exc}"
             await anomalies.store(conn, AnomalyKind.REVOKED_GATEWAY, message, now, payload=payload, gw=gw)
             log.warning("gateway %s: %s", gw, message)
         return RenewAnswer(id=exc.request_id, code=exc.code, message=str(exc)[:MAX_MESSAGE])
     except WireError as exc:
         return RenewAnswer(id="", code=AnswerCode.MALFORMED, message=str(exc)[:MAX_MESSAGE])
+
+
+async def answer_renew(
+    conn: AsyncConnection, gw: str, payload: bytes, *, ca: CertificateAuthority, cert_valid_s: int, now: int
+) -> RenewAnswer:
+    """A new client certificate for the gateway's own key; a revoked gateway is refused and an anomaly stored."""
+    request = await certificate_request(conn, gw, payload, RenewRequest, "renewal", now)
+    if isinstance(request, RenewAnswer):
+        return request
     row = await _gateway(conn, gw)
     try:
-        key = wx.check_gateway_csr(request.csr)
+        _, key = wx.read_gateway_csr(request.csr)
+        if key.raw != bytes(row.public_key):
+            message = f"the csr's key is not gateway {gw}'s key; a renewal keeps the key (rotate-key changes it)"
+            return RenewAnswer(id=request.id, code=AnswerCode.MALFORMED, message=message)
+        wx.check_gateway_csr(request.csr, gw)
     except MalformedError as exc:
         return RenewAnswer(id=request.id, code=AnswerCode.MALFORMED, message=str(exc)[:MAX_MESSAGE])
-    if key.raw != bytes(row.public_key):
-        message = f"the csr's key is not gateway {gw}'s key; a renewal keeps the key (enrol a new key instead)"
-        return RenewAnswer(id=request.id, code=AnswerCode.MALFORMED, message=message)
-    cert = ca.issue_gateway(key, cert_valid_s, now)
+    cert = ca.issue_gateway(gw, key, cert_valid_s, now)
     not_after = int(cert.not_valid_after_utc.timestamp())
+    until = utc_iso(not_after)
     await gateways.record_event(
-        conn, gw, gateways.EventKind.RENEWED, now, actor=f"gateway {gw}", reason=f"client certificate until {not_after}"
+        conn, gw, gateways.EventKind.RENEWED, now, actor=f"gateway {gw}", reason=f"client certificate until {until}"
     )
-    log.info("renewed the client certificate of gateway %s until %d", gw, not_after)
+    log.info("renewed the client certificate of gateway %s until %s", gw, until)
     return RenewAnswer(
-        id=request.id, code=AnswerCode.OK, message=f"client certificate until {not_after}", certificate=wx.pem(cert),
+        id=request.id, code=AnswerCode.OK, message=f"client certificate until {until}", certificate=wx.pem(cert),
         not_after=not_after,
     )  # fmt: skip

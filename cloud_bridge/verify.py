@@ -10,7 +10,7 @@ from wire.chain import BadRecordError, ChainBreakError, ChainChecker
 from wire.errors import MalformedError, TokenError, WireError
 from wire.keys import KeyRing, PublicKey
 from wire.records import Batch, Record, batch_from_cbor
-from wire.tokens import Checkpoint, verify
+from wire.tokens import HDR_KID, Checkpoint, peek_header, verify
 
 
 class BatchRejectedError(CloudError):
@@ -33,6 +33,12 @@ class VerifiedBatch:
     bodies: tuple[bytes, ...]
     digests: tuple[bytes, ...]
     checkpoint: Checkpoint
+    checkpoint_token: bytes
+
+    @property
+    def signer_kid(self) -> bytes:
+        """The kid of the key that signed the checkpoint."""
+        return bytes(peek_header(self.checkpoint_token)[HDR_KID])
 
     @property
     def last_seq(self) -> int:
@@ -101,6 +107,14 @@ def _check_records(batch: Batch) -> tuple[list[Record], list[bytes]]:
     return records, digests
 
 
+def checkpoint_kid(batch: Batch) -> bytes:
+    """The kid the batch's checkpoint names (unverified: only to choose the key); empty if it names none."""
+    try:
+        return bytes(peek_header(batch.checkpoint)[HDR_KID])
+    except MalformedError:
+        return b""
+
+
 def verify_batch(batch: Batch, key: PublicKey) -> VerifiedBatch:
     """Verify the checkpoint with the gateway's key, decode every record strictly and check the chain."""
     try:
@@ -129,4 +143,6 @@ def verify_batch(batch: Batch, key: PublicKey) -> VerifiedBatch:
             gw=batch.gw,
             seq=last_seq,
         )
-    return VerifiedBatch(batch.gw, batch.from_seq, tuple(records), tuple(batch.records), tuple(digests), checkpoint)
+    return VerifiedBatch(
+        batch.gw, batch.from_seq, tuple(records), tuple(batch.records), tuple(digests), checkpoint, batch.checkpoint
+    )

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import secrets
 import ssl
+from collections import Counter
 
 import aiomqtt
 from aiomqtt import ProtocolVersion
@@ -24,7 +25,16 @@ from cloud_bridge.unverified import UNEXPECTED
 from mqtt_link import ConnectionState, ReconnectPolicy, SessionRunner
 from mqtt_link.policy import HEALTHY_AFTER_S
 from wire import topics
-from wire.lease_request import LEASE_OP, RELEASE_OP, RENEW_OP, AnswerCode, LeaseAnswer, ReleaseAnswer, RenewAnswer
+from wire.lease_request import (
+    LEASE_OP,
+    RELEASE_OP,
+    RENEW_OP,
+    ROTATE_OP,
+    AnswerCode,
+    LeaseAnswer,
+    ReleaseAnswer,
+    RenewAnswer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +98,7 @@ class IngestWorker:
         self.lost = asyncio.Event()  # set when a connection ends, until the next one is ready
         self.handled = 0  # payloads taken off the broker, for tests and health
         self.reacked = 0  # acks published again for batches that wait behind a gap
+        self.batches: Counter[str] = Counter()  # record batches ingested by this worker, by outcome (metrics)
         self._live: aiomqtt.Client | None = None  # the session's client while subscribed, for the sweep's acks
         self.mqtt = SessionRunner(
             f"worker {self.client_id}",
@@ -98,6 +109,8 @@ class IngestWorker:
             connect_timeout_s=CONNECT_TIMEOUT_S,
             where=f"MQTT broker {host}:{port}",
             logger=log,
+            hint="records wait on the gateways; start the broker, or correct --mqtt-host and --mqtt-port; retries "
+            "are logged at debug until the cause changes",
         )
         self.mqtt.link.add_listener(self._on_state)
 
@@ -188,7 +201,9 @@ class IngestWorker:
         except (SQLAlchemyError, CloudError, OSError):
             # The database is down or busy: nothing was applied and nothing is acked, so the gateway resends.
             log.exception("could not ingest a batch from gateway %s; it will be resent", gw)
+            self.batches["failed"] += 1
             return
+        self.batches[result.outcome.value] += 1
         await self._publish(client, result)
 
     def health(self) -> dict[str, object]:
@@ -213,12 +228,14 @@ class IngestWorker:
                 answer = await self.platform.answer_release(gw, payload)
             elif op == RENEW_OP:
                 answer = await self.platform.answer_renew(gw, payload)
+            elif op == ROTATE_OP:
+                answer = await self.platform.answer_rotate(gw, payload)
             else:
                 self.platform.unverified.count(UNEXPECTED, gw)
                 return
         except (SQLAlchemyError, OSError):
             log.exception("could not answer %s request of gateway %s", op, gw)
-            answer = {LEASE_OP: LeaseAnswer, RENEW_OP: RenewAnswer}.get(op, ReleaseAnswer)(
+            answer = {LEASE_OP: LeaseAnswer, RENEW_OP: RenewAnswer, ROTATE_OP: RenewAnswer}.get(op, ReleaseAnswer)(
                 id="", code=AnswerCode.ERROR, message="the platform could not answer now; send the request again"
             )
         if answer.code in UNVERIFIED_ANSWERS:

@@ -45,13 +45,14 @@ class SessionRunner:
     `new_client` builds a fresh client for each attempt; `greet` (subscriptions, a first publish) runs within
     `connect_timeout_s` of the connect; the link is CONNECTED while `serve` runs. `lost` adds exception types that
     end a session as a lost connection does; `retry_at_once` may ask for a new attempt without waiting (a broker
-    that refused the protocol version).
+    that refused the protocol version). `hint` (the settings that name the broker, and what to do) follows the
+    first warning of each cause; the same cause again is logged at debug, so an outage is one line, not one a retry.
     """
 
     def __init__(
         self, name: str, *, new_client: NewClient, greet: Step, serve: Step, policy: ReconnectPolicy,
         connect_timeout_s: float, where: str, logger: logging.Logger, lost: tuple[type[Exception], ...] = (),
-        retry_at_once: RetryAtOnce | None = None,
+        retry_at_once: RetryAtOnce | None = None, hint: str = "",
     ) -> None:  # fmt: skip
         self.name = name
         self.link = LinkState(name)
@@ -65,6 +66,7 @@ class SessionRunner:
         self._log = logger
         self._lost = SESSION_LOST + lost
         self._retry_at_once = retry_at_once or (lambda _exc: False)
+        self._hint = hint
 
     @property
     def state(self) -> ConnectionState:
@@ -73,15 +75,24 @@ class SessionRunner:
 
     async def run(self) -> None:
         """Connect, serve and reconnect until cancelled."""
+        said = ""  # the cause last warned about; a session that came up clears it
         try:
             while True:
                 self.link.set(ConnectionState.CONNECTING)
+                connections = self.connections
                 reason = await self._attempt()
                 if self._retry_at_once(reason):
                     continue
                 self.link.set(ConnectionState.BACKING_OFF)
                 delay = self.policy.next_delay()
-                self._log.warning("%s: %s: %s; reconnecting in %.2f s", self.name, self.where, reasons(reason), delay)
+                cause = reasons(reason)
+                said = "" if self.connections > connections else said
+                if cause == said:
+                    self._log.debug("%s: %s: %s again; reconnecting in %.2f s", self.name, self.where, cause, delay)
+                else:
+                    hint = f" ({self._hint})" if self._hint else ""
+                    self._log.warning("%s: %s: %s%s; reconnecting in %.2f s", self.name, self.where, cause, hint, delay)
+                said = cause
                 await asyncio.sleep(delay)
         finally:
             self.link.set(ConnectionState.CLOSED)

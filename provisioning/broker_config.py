@@ -13,7 +13,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from provisioning.enrolment import DIR_MODE, PUBLIC_MODE, SECRET_MODE, EnrolmentError, write_file
+from durable.files import write_atomically
+from provisioning.enrolment import DIR_MODE, PUBLIC_MODE, SECRET_MODE, EnrolmentError
 from wire import topics
 from wire import x509 as wx
 
@@ -54,10 +55,13 @@ def acl(platform_identity: str) -> str:
         f"pattern read {gw}/cmd/#\n"
         "# Its Home Assistant discovery configs, in HA's node_id form with the gateway id as node.\n"
         f"pattern write {HA_PREFIX}/+/%u/#\n"
+        "# Home Assistant's birth message, the cue to send those configs again (only HA's own user may write it).\n"
+        f"pattern read {HA_PREFIX}/status\n"
         "\n# The platform's service identity: read every gateway's topics, answer them, publish its own.\n"
         f"user {wx.check_cn(platform_identity)}\n"
         f"topic read {topics.BASE}/gw/+/#\n"
         f"topic write {topics.BASE}/gw/+/res/#\n"
+        f"topic write {topics.BASE}/gw/+/cmd/scan\n"  # the console's signed scan commands (wire.scan_command)
         f"topic readwrite {cloud}/#\n"
         f"topic read {HA_PREFIX}/#\n"
     )
@@ -103,8 +107,8 @@ def _load_ca(ca_dir: Path) -> tuple[wx.CaKey, x509.Certificate]:
 
 def _issue(ca: tuple[wx.CaKey, x509.Certificate], out: Path, name: str, leaf: wx.Leaf, now: int) -> None:
     key = wx.new_ca_key()
-    write_file(out / f"{name}.key", wx.key_pem(key), SECRET_MODE)
-    write_file(out / f"{name}.crt", wx.pem(wx.issue(*ca, key.public_key(), leaf, now)), PUBLIC_MODE)
+    write_atomically(out / f"{name}.key", wx.key_pem(key), SECRET_MODE)
+    write_atomically(out / f"{name}.crt", wx.pem(wx.issue(*ca, key.public_key(), leaf, now)), PUBLIC_MODE)
 
 
 def write_broker_config(ca_dir: Path, s: BrokerSettings, *, now: int | None = None) -> list[Path]:
@@ -117,7 +121,7 @@ def write_broker_config(ca_dir: Path, s: BrokerSettings, *, now: int | None = No
     server = wx.Leaf("broker", valid_s, server=True, dns_names=s.dns_names, ip_addresses=s.ip_addresses)
     _issue(ca, s.out, "server", server, now)
     _issue(ca, s.out, "platform", wx.Leaf(s.platform_identity, valid_s), now)
-    write_file(s.out / CA_CERT_FILE, wx.pem(ca[1]), PUBLIC_MODE)
-    write_file(s.out / "acl", acl(s.platform_identity).encode(), PUBLIC_MODE)
-    write_file(s.out / "mosquitto.conf", mosquitto_conf(s).encode(), PUBLIC_MODE)
+    write_atomically(s.out / CA_CERT_FILE, wx.pem(ca[1]), PUBLIC_MODE)
+    write_atomically(s.out / "acl", acl(s.platform_identity).encode(), PUBLIC_MODE)
+    write_atomically(s.out / "mosquitto.conf", mosquitto_conf(s).encode(), PUBLIC_MODE)
     return sorted(p for p in s.out.iterdir() if p.is_file())

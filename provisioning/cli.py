@@ -1,9 +1,7 @@
-"""`rebadge provision ...`: enrol a gateway, write a line's agent config, write the broker's configuration."""
+"""`rebadge provision ...`: enrol a gateway, write the broker's configuration (line-config: rebadge.line_config)."""
 
 from __future__ import annotations
 
-import datetime
-import re
 from pathlib import Path
 
 import click
@@ -16,61 +14,12 @@ from provisioning.broker_config import (
     write_broker_config,
 )
 from provisioning.enrolment import EnrolmentError, enrol
-from wire.device import Radio
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "agent" / "agent.example.toml"
-HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
-
-
-def render_line_config(
-    template: str, *, name: str, state_dir: str, issuer_keys: list[str], host: str, port: int, radios: list[str]
-) -> str:
-    """The example config with this line's values filled in (its comments kept)."""
-    replacements = {
-        'name = "line-1"': f'name = "{name}"',
-        'state_dir = "/var/lib/rebadge"': f'state_dir = "{state_dir}"',
-        "issuer_keys = []": "issuer_keys = [" + ", ".join(f'"{k}"' for k in issuer_keys) + "]",
-        'host = "127.0.0.1"': f'host = "{host}"',
-        "port = 1883": f"port = {port}",
-        'radios = ["wifi"]': "radios = [" + ", ".join(f'"{r}"' for r in radios) + "]",
-    }
-    for old, new in replacements.items():
-        if old not in template:
-            raise click.ClickException(f"the example config no longer contains {old!r}; update provisioning")
-        template = template.replace(old, new, 1)
-    return template
+from wire.times import utc_iso
 
 
 @click.group()
 def group() -> None:
     """Enrol gateways and set up lines."""
-
-
-@group.command("line-config")
-@click.option("--name", required=True, help="Line name shown on dashboards, e.g. 'hall2-line3'.")
-@click.option("--issuer-key", "issuer_keys", multiple=True, required=True, help="Platform issuer key (64 hex).")
-@click.option("--mqtt-host", default="127.0.0.1", show_default=True)
-@click.option("--mqtt-port", default=1883, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--state-dir", default="/var/lib/rebadge", show_default=True)
-@click.option("--radios", default="wifi", show_default=True, help="Comma-separated: wifi, ble, zigbee.")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="Config file to write.")
-def line_config_cmd(
-    name: str, issuer_keys: tuple[str, ...], mqtt_host: str, mqtt_port: int, state_dir: str, radios: str, out: Path
-) -> None:
-    """Write a commented agent config for one line."""
-    for key in issuer_keys:
-        if not HEX_KEY.fullmatch(key):
-            raise click.BadParameter(f"{key!r} is not 64 hex characters", param_hint="--issuer-key")
-    radio_list = [r.strip() for r in radios.split(",") if r.strip()]
-    for r in radio_list:
-        if r not in {k.value for k in Radio}:
-            raise click.BadParameter(f"{r!r} is not one of wifi, ble, zigbee", param_hint="--radios")
-    text = render_line_config(
-        EXAMPLE.read_text(), name=name, state_dir=state_dir, issuer_keys=list(issuer_keys),
-        host=mqtt_host, port=mqtt_port, radios=radio_list,
-    )  # fmt: skip
-    out.write_text(text)
-    click.echo(f"wrote {out}; check it with: rebadge agent status -c {out}")
 
 
 @group.command("enrol")
@@ -88,7 +37,7 @@ def enrol_cmd(state_dir: Path, platform_url: str, token: str, platform_ca: Path 
         files = enrol(state_dir, platform_url, token, platform_ca=platform_ca)
     except EnrolmentError as exc:
         raise click.ClickException(str(exc)) from exc
-    until = datetime.datetime.fromtimestamp(files.not_after, tz=datetime.UTC).isoformat(timespec="seconds")
+    until = utc_iso(files.not_after)
     click.echo(f"enrolled gateway {files.gw}; its certificate is valid until {until}")
     click.echo("add to the agent's config (and point [mqtt] host/port at the broker's TLS listener, e.g. 8883):\n")
     click.echo(files.config_lines())
@@ -123,6 +72,11 @@ def broker_config_cmd(
         files = write_broker_config(ca_dir, settings)
     except (EnrolmentError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        raise click.ClickException(
+            f"--out {out}: the broker's files cannot be written there ({exc.strerror}: {exc.filename}); "
+            "choose a directory this user may write"
+        ) from exc
     for path in files:
         click.echo(f"wrote {path}")
     click.echo(f"run: mosquitto -c {out / 'mosquitto.conf'}")

@@ -8,19 +8,22 @@ seed, so the same key is also written as PKCS#8 PEM (`client.key`, 0600): no sec
 from __future__ import annotations
 
 import json
-import os
 import ssl
 import stat
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from durable.dirs import UnusableDirectoryError, make_private_dir
+from durable.files import create_exclusively, write_atomically
 from wire import x509 as wx
+from wire.errors import MalformedError
+from wire.ids import GW_ID
 from wire.keys import KEY_BYTES, SigningKey
 
 KEY_FILE = "gateway.key"
+GATEWAY_ID_FILE = "gateway.id"  # written by `rebadge agent rotate-key`
 CLIENT_KEY_FILE = "client.key"
 CLIENT_CERT_FILE = "client.crt"
 CA_CERT_FILE = "ca.crt"
@@ -59,39 +62,34 @@ def _check_mode(path: Path, allowed: int, what: str) -> None:
         )
 
 
-def write_file(path: Path, data: bytes, mode: int) -> None:
-    """Replace `path` atomically with `data`, created with `mode` (a reader never sees half a file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def load_or_create_key(state_dir: Path) -> SigningKey:
     """The gateway key in `state_dir` (made on first use, as the agent makes it); loose modes are refused."""
-    state_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    try:
+        make_private_dir(state_dir, DIR_MODE, "--state-dir")
+    except UnusableDirectoryError as exc:
+        raise EnrolmentError(str(exc)) from exc
     _check_mode(state_dir, DIR_MODE, "state directory")
     path = state_dir / KEY_FILE
     if not path.exists():
         key = SigningKey.generate()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, SECRET_MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key.seed)
-            f.flush()
-            os.fsync(f.fileno())
+        create_exclusively(path, key.seed, SECRET_MODE)
         return key
     _check_mode(path, SECRET_MODE, "gateway key file")
     seed = path.read_bytes()
     if len(seed) != KEY_BYTES:
         raise EnrolmentError(f"gateway key file {path} holds {len(seed)} bytes, not a {KEY_BYTES}-byte Ed25519 key")
     return SigningKey(seed)
+
+
+def gateway_id(state_dir: Path, key: SigningKey) -> str:
+    """The gateway id: what `gateway.id` holds after a key rotation (the agent writes it), else the key's kid."""
+    path = state_dir / GATEWAY_ID_FILE
+    if not path.exists():
+        return key.kid.hex()
+    try:
+        return GW_ID.check(path.read_text().strip(), "gateway id")
+    except MalformedError as exc:
+        raise EnrolmentError(f"{path}: {exc}; restore the file from backup (it names this gateway for life)") from exc
 
 
 def exchange(platform_url: str, token: str, csr: bytes, *, cafile: Path | None = None) -> dict[str, object]:
@@ -101,7 +99,13 @@ def exchange(platform_url: str, token: str, csr: bytes, *, cafile: Path | None =
         raise EnrolmentError(f"--platform {platform_url!r} is not an http:// or https:// URL")
     body = json.dumps({"token": token, "csr": csr.decode()}).encode()
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")  # noqa: S310 - scheme checked above
-    context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    try:
+        context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    except ssl.SSLError as exc:
+        raise EnrolmentError(
+            f"--platform-ca {cafile}: no CA certificate in it ({exc.reason or exc}); give the PEM file of the CA that "
+            "signed the platform's HTTPS certificate"
+        ) from exc
     try:
         with urllib.request.urlopen(request, timeout=ENROL_TIMEOUT_S, context=context) as answer:  # noqa: S310
             return dict(json.loads(answer.read(MAX_ANSWER_BYTES)))
@@ -118,15 +122,16 @@ def exchange(platform_url: str, token: str, csr: bytes, *, cafile: Path | None =
 def enrol(state_dir: Path, platform_url: str, token: str, *, platform_ca: Path | None = None) -> EnrolledFiles:
     """Enrol this gateway: CSR out, certificate in; write client.crt, ca.crt (0644) and client.key (0600)."""
     key = load_or_create_key(state_dir)
-    answer = exchange(platform_url, token, wx.gateway_csr(key), cafile=platform_ca)
-    if answer.get("gw") != key.kid.hex():
-        raise EnrolmentError(f"the platform answered for gateway {answer.get('gw')!r}, not {key.kid.hex()}")
+    gw = gateway_id(state_dir, key)
+    answer = exchange(platform_url, token, wx.gateway_csr(key, gw), cafile=platform_ca)
+    if answer.get("gw") != gw:
+        raise EnrolmentError(f"the platform answered for gateway {answer.get('gw')!r}, not {gw}")
     cert, ca = str(answer["certificate"]).encode(), str(answer["ca_certificate"]).encode()
     files = EnrolledFiles(
-        key.kid.hex(), state_dir / CA_CERT_FILE, state_dir / CLIENT_CERT_FILE, state_dir / CLIENT_KEY_FILE,
+        gw, state_dir / CA_CERT_FILE, state_dir / CLIENT_CERT_FILE, state_dir / CLIENT_KEY_FILE,
         int(str(answer["not_after"])),
     )  # fmt: skip
-    write_file(files.key_file, wx.gateway_key_pem(key), SECRET_MODE)
-    write_file(files.ca_file, ca, PUBLIC_MODE)
-    write_file(files.cert_file, cert, PUBLIC_MODE)
+    write_atomically(files.key_file, wx.gateway_key_pem(key), SECRET_MODE)
+    write_atomically(files.ca_file, ca, PUBLIC_MODE)
+    write_atomically(files.cert_file, cert, PUBLIC_MODE)
     return files

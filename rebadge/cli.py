@@ -11,7 +11,7 @@ import click
 GROUPS = {
     "agent": ("agent.cli", "group", "Run the gateway agent and manage its journal and leases."),
     "cloud": ("cloud_bridge.cli", "group", "Run the platform: certificates, leases, ingest, API."),
-    "provision": ("provisioning.cli", "group", "Enrol gateways and set up lines."),
+    "provision": ("rebadge.line_config", "group", "Enrol gateways and set up lines."),
     "sim": ("simulator.cli", "group", "Run simulated finished goods for tests and demos."),
     "demo": ("rebadge.demo", "command", "Run a whole line on this machine: platform, broker, agent, goods."),
 }
@@ -32,7 +32,7 @@ class LazyGroup(click.Group):
         except ImportError as exc:
             raise click.ClickException(
                 f"'rebadge {cmd_name}' needs a part that is not installed ({exc.name}); "
-                "install it with: pip install 'rebadge[platform]' (or [dev] for everything)"
+                "install it from the rebadge checkout: pip install '.[platform]' (or '.[dev]' for everything)"
             ) from exc
         assert isinstance(cmd, click.Command)
         return cmd

@@ -12,6 +12,7 @@ import signal
 import socket
 import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -37,14 +38,16 @@ from tests.helpers import NEW_PID, ORIGINAL_PID
 from wire import topics
 from wire.device import Firmware as FirmwareKind
 from wire.device import Radio
-from wire.keys import KeyRing, PublicKey
+from wire.keys import KeyRing, PublicKey, SigningKey
 from wire.records import Record, batch_from_cbor, record_from_cbor
+from wire.scan_command import sign_scan
 from wire.tokens import Certificate
-from wire.topics import ScanCommand, ScanEvent
+from wire.topics import ScanEvent
 
 REPO = Path(__file__).resolve().parent.parent
 # Bound on any wait for the system to settle (acks, a process starting, a record arriving).
 WAIT_S = 15.0
+AGENT_RESEND_S = 3.0
 # How often polled state (a journal file, a simulated device) is looked at.
 POLL_S = 0.02
 # The agent is killed or stopped within this.
@@ -109,6 +112,9 @@ def agent_settings(
             "port": broker.port,
             "reconnect_min_s": AGENT_RECONNECT_MIN_S,
             "reconnect_max_s": AGENT_RECONNECT_MAX_S,
+            # A batch sent while the worker was still resubscribing after a broker restart is lost with the broker's
+            # session; the agent sends it again after resend_s (30 s by default, past WAIT_S on a loaded machine).
+            "resend_s": AGENT_RESEND_S,
         },
         "line": {
             "radios": ["wifi"],
@@ -577,7 +583,7 @@ async def listening(broker: PrivateBroker, gw: str) -> AsyncIterator[tuple[Heard
             yield heard, client
 
 
-async def send_scan(client: aiomqtt.Client, gw: str, sn: str, request_id: str) -> None:
-    """A scan command, as a dashboard or an MQTT barcode scanner sends it."""
-    command = ScanCommand(sn=sn, id=request_id).model_dump_json()
+async def send_scan(client: aiomqtt.Client, gw: str, sn: str, request_id: str, key: SigningKey) -> None:
+    """A scan command signed by the platform's issuer `key`, as the console's Perform replacement page sends it."""
+    command = sign_scan(key, gw, sn, request_id, int(time.time()))
     await client.publish(topics.command(gw, "scan"), command, qos=1)

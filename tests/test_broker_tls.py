@@ -22,7 +22,9 @@ from cloud_bridge.ca import load_or_create
 from cloud_bridge.errors import ConfigError as CloudConfigError
 from cloud_bridge.mqtt_tls import ServiceTls, service_context
 from cloud_bridge.platform import Platform
+from cloud_bridge.scan_relay import ScanRelay
 from cloud_bridge.worker import IngestWorker
+from durable.files import write_atomically
 from provisioning.broker_config import BrokerSettings, acl, write_broker_config
 from provisioning.enrolment import (
     CA_CERT_FILE,
@@ -31,14 +33,16 @@ from provisioning.enrolment import (
     PUBLIC_MODE,
     SECRET_MODE,
     load_or_create_key,
-    write_file,
 )
 from rebadge.broker import PrivateBroker, free_port
+from tests.e2e_support import until
 from tests.test_cloud_helpers import NEW_PID, OLD_PID, Journal
 from wire import topics
 from wire import x509 as wx
 from wire.keys import KeyRing
+from wire.scan_command import SCAN_OP, NonceWindow, check_scan
 from wire.tokens import Ack, verify
+from wire.topics import Result, ScanEvent
 
 pytestmark = pytest.mark.slow
 
@@ -77,9 +81,9 @@ class Site:
         state = self.tmp / name
         key = load_or_create_key(state)
         done = await self.platform.enrol(token, wx.gateway_csr(key))
-        write_file(state / CLIENT_KEY_FILE, wx.gateway_key_pem(key), SECRET_MODE)
-        write_file(state / CLIENT_CERT_FILE, done.certificate, PUBLIC_MODE)
-        write_file(state / CA_CERT_FILE, done.ca_certificate, PUBLIC_MODE)
+        write_atomically(state / CLIENT_KEY_FILE, wx.gateway_key_pem(key), SECRET_MODE)
+        write_atomically(state / CLIENT_CERT_FILE, done.certificate, PUBLIC_MODE)
+        write_atomically(state / CA_CERT_FILE, done.ca_certificate, PUBLIC_MODE)
         return Gateway(done.gw, state)
 
     @property
@@ -236,11 +240,13 @@ async def test_the_agent_never_falls_back_to_plaintext(site: Site, broker: Priva
 def test_an_expired_certificate_is_named_with_its_dates(tmp_path: Path) -> None:
     ca = load_or_create(tmp_path / "cloud", 0)
     key = load_or_create_key(tmp_path / "state")
-    cert = ca.issue_gateway(key.public, 3600, int(datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC).timestamp()))
+    cert = ca.issue_gateway(
+        key.kid.hex(), key.public, 3600, int(datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC).timestamp())
+    )
     g = Gateway(key.kid.hex(), tmp_path / "state")
-    write_file(g.tls.cert_file, wx.pem(cert), PUBLIC_MODE)
-    write_file(g.tls.key_file, wx.gateway_key_pem(key), SECRET_MODE)
-    write_file(g.tls.ca_file, ca.cert_pem, PUBLIC_MODE)
+    write_atomically(g.tls.cert_file, wx.pem(cert), PUBLIC_MODE)
+    write_atomically(g.tls.key_file, wx.gateway_key_pem(key), SECRET_MODE)
+    write_atomically(g.tls.ca_file, ca.cert_pem, PUBLIC_MODE)
     with pytest.raises(ConfigError) as caught:
         tls_context(MqttConfig(tls=g.tls))
     message = str(caught.value)
@@ -305,3 +311,41 @@ async def test_a_gateway_writes_only_its_own_discovery_configs(site: Site) -> No
         async with asyncio.timeout(DELIVERY_TIMEOUT_S):
             message = await anext(aiter(platform.messages))
     assert (message.topic.value, message.payload) == (own, b"own")
+
+
+def _event(sn: str, request_id: str, message: str) -> bytes:
+    return ScanEvent(sn=sn, result=Result.CONFIRMED, message=message, id=request_id).model_dump_json().encode()
+
+
+async def test_the_console_sends_signed_scans_over_mtls_and_takes_only_that_gateways_answer(site: Site) -> None:
+    """The web console's relay, as the platform's identity: it may write cmd/scan, and of the events carrying its
+    request id only the addressed gateway's counts (another gateway can neither write there nor answer for it)."""
+    a, b = await site.enrol("line-a"), await site.enrol("line-b")
+    relay = ScanRelay("127.0.0.1", site.broker.port, tls_context=site.platform_context(), reconnect_min_s=0.05)
+    task = asyncio.create_task(relay.run())
+    try:
+        await until(lambda: relay.connected, "the relay connected", CONNECT_TIMEOUT_S)
+        async with client(site, a.gw, gateway_context(a)) as gw_a, client(site, b.gw, gateway_context(b)) as gw_b:
+            await gw_a.subscribe(topics.command(a.gw, SCAN_OP), qos=1)
+            await gw_b.publish(topics.command(a.gw, SCAN_OP), b"from another gateway", qos=1)  # the ACL drops it
+            sent = await relay.send(site.platform.issuer, a.gw, "SN-00001", "tom")
+            async with asyncio.timeout(DELIVERY_TIMEOUT_S):
+                message = await anext(aiter(gw_a.messages))
+            assert isinstance(message.payload, bytes)
+            ring = KeyRing([site.platform.issuer.public])
+            command = check_scan(message.payload, ring, a.gw, site.platform.now(), NonceWindow())
+            assert (command.sn, command.id) == ("SN-00001", sent.request_id)
+            await gw_b.publish(topics.events(b.gw), _event("SN-00001", sent.request_id, "b's own topic"), qos=1)
+            await gw_b.publish(topics.events(a.gw), _event("SN-00001", sent.request_id, "a's topic, by b"), qos=1)
+            await gw_a.publish(topics.events(a.gw), _event("SN-00001", sent.request_id, "a's answer"), qos=1)
+            await gw_a.publish(topics.events(a.gw), _event("SN-00001", sent.request_id, "a's second"), qos=1)
+            await until(lambda: relay.results(a.gw)[0].event is not None, "a's answer taken", DELIVERY_TIMEOUT_S)
+            await asyncio.sleep(0.2)  # anything later that was wrongly taken would have replaced it by now
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    (answered,) = relay.results(a.gw)
+    assert answered.event is not None
+    assert (answered.event.message, answered.sent_by) == ("a's answer", "tom")
+    assert relay.results(b.gw) == []

@@ -15,7 +15,7 @@ import pytest
 from cryptography import x509
 from sqlalchemy import select
 
-from agent.certs.renewal import CERT_MODE, write_atomically
+from agent.certs.renewal import CERT_MODE
 from agent.errors import RenewalError
 from agent.service import load_lease_file
 from cloud_bridge import accounts, enrolment
@@ -23,6 +23,7 @@ from cloud_bridge.mqtt_tls import ServiceTls, service_context
 from cloud_bridge.platform import Platform
 from cloud_bridge.store.schema import anomalies
 from cloud_bridge.worker import IngestWorker
+from durable.files import write_atomically
 from rebadge.broker import PrivateBroker
 from tests.e2e_support import (
     NEW_PID,
@@ -74,8 +75,8 @@ class TlsSite:
 
 
 @asynccontextmanager
-async def tls_site(tmp: Path) -> AsyncIterator[TlsSite]:
-    platform = await Platform.open(tmp / "platform", client_cert_valid_s=CERT_S)
+async def tls_site(tmp: Path, *, cert_s: int = CERT_S) -> AsyncIterator[TlsSite]:
+    platform = await Platform.open(tmp / "platform", client_cert_valid_s=cert_s)
     org_id = await platform.run(accounts.create_org, accounts.SYSTEM, FACTORY, accounts.OrgKind.FACTORY, 0)
     broker = tls_broker(tmp / "platform", tmp / "broker")
     broker.start()

@@ -1,4 +1,4 @@
-"""The HTTP API: the seed's certificate flow end to end, and every endpoint against every role."""
+"""The HTTP API: the certificate flow end to end, and every endpoint against every role."""
 
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ class World:
     org: dict[str, int] = field(default_factory=dict)
     cert_no: str = ""
     cert_pid: str = ""
+    new_pid: str = ""
     gateway: SigningKey = field(default_factory=SigningKey.generate)
     lease_id: str = ""
 
@@ -66,15 +67,17 @@ class World:
         made = await self.ok(as_role, "POST", "/accounts", {"org_id": self.org[org], "name": role, "role": role})
         return str(made["api_key"])
 
-    async def product(self, role: str = "factory_admin", stage: str = "trial") -> str:
-        p = pid()
-        await self.ok(role, "POST", "/products", {"pid": p, "name": "lamp"})
-        if stage != "development":
-            await self.ok(role, "POST", f"/products/{p}/stage", {"stage": "trial"})
+    async def product(self, role: str = "factory_admin", stage: str = "trial", **fields: Any) -> str:
+        """A new product of the role's organisation in `stage`; its PID as the platform issued it."""
+        body = {"name": "lamp", "model_no": f"m{next(_unique)}"} | fields
+        p = str((await self.ok(role, "POST", "/products", body))["pid"])
+        for later in ("trial", "mass")[: ("development", "trial", "mass").index(stage)]:
+            await self.ok(role, "POST", f"/products/{p}/stage", {"stage": later})
         return p
 
-    async def application(self, original: str | None = None, new: str = NEW_PID) -> str:
-        body = {"original_pid": original or await self.product(), "new_pid": new, "quantity": 10, "reason": "stock"}
+    async def application(self, original: str | None = None, new: str | None = None) -> str:
+        body = {"original_pid": original or await self.product(), "new_pid": new or self.new_pid, "quantity": 10,
+                "reason": "stock"}  # fmt: skip
         return str((await self.ok("factory_admin", "POST", "/certificates", body))["cert_no"])
 
     async def approved(self) -> str:
@@ -100,7 +103,7 @@ async def fixture_world(platform: Platform) -> AsyncIterator[World]:
         w.keys["buyer"] = await w.account("factory", "buyer", as_role="factory_admin")
         w.keys["customer"] = await w.account("brand", "customer")
         w.keys["rival"] = await w.account("rival", "factory_admin")
-        await w.ok("factory_admin", "POST", "/products", {"pid": NEW_PID, "name": "lamp, new badge"})
+        w.new_pid = await w.product(stage="development", name="lamp, new badge")
         w.cert_no = await w.approved()
         w.cert_pid = (await w.ok("admin", "GET", f"/certificates/{w.cert_no}"))["original_pid"]
         lease = await w.ok(
@@ -115,7 +118,7 @@ async def test_certificate_flow_as_the_seed_describes(world: World, platform: Pl
     w = world
     dev = await w.product(stage="development")
     refused = await w.call("factory_admin", "POST", "/certificates",
-                           {"original_pid": dev, "new_pid": NEW_PID, "quantity": 5, "reason": "r"})  # fmt: skip
+                           {"original_pid": dev, "new_pid": w.new_pid, "quantity": 5, "reason": "r"})  # fmt: skip
     assert refused.status_code == 409
     assert "trial or mass production" in refused.json()["detail"]
     cert_no = await w.application()
@@ -141,7 +144,7 @@ async def test_certificate_flow_as_the_seed_describes(world: World, platform: Pl
 
 
 async def test_counts_come_from_verified_records(world: World, platform: Platform) -> None:
-    j = Journal(world.gateway, old_pid=world.cert_pid)
+    j = Journal(world.gateway, old_pid=world.cert_pid, new_pid=world.new_pid)
     j.confirm(world.lease_id, 0, "SN0001")
     j.confirm(world.lease_id, 1, "SN0002")
     await platform.ingest(j.batch(), topic_gw=j.gw)
@@ -172,7 +175,7 @@ async def test_bad_input_gets_a_clear_4xx_and_changes_nothing(world: World) -> N
 
 
 async def test_release_over_http_returns_unused_slots(world: World, platform: Platform) -> None:
-    j = Journal(world.gateway, old_pid=world.cert_pid)
+    j = Journal(world.gateway, old_pid=world.cert_pid, new_pid=world.new_pid)
     j.confirm(world.lease_id, 0, "SN0001")
     close = j.close(world.lease_id, 3)
 
@@ -215,15 +218,40 @@ async def _new_technician(w: World) -> tuple[str, Any]:
 
 
 async def _new_product(w: World) -> tuple[str, Any]:
-    return "/products", {"pid": pid(), "name": "lamp", "org_id": w.org["factory"]}
+    return "/products", {"name": "lamp", "model_no": f"m{next(_unique)}", "org_id": w.org["factory"]}
+
+
+async def _product_path(w: World) -> tuple[str, Any]:
+    return f"/products/{await w.product(stage='mass')}", None
+
+
+async def _links_path(w: World) -> tuple[str, Any]:
+    return f"/products/{await w.product(stage='mass')}/oem-links", None
 
 
 async def _stage(w: World) -> tuple[str, Any]:
     return f"/products/{await w.product(stage='development')}/stage", {"stage": "trial"}
 
 
+async def _edit(w: World) -> tuple[str, Any]:
+    return f"/products/{await w.product(stage='development')}", {"name": "renamed"}
+
+
+async def _delete(w: World) -> tuple[str, Any]:
+    return f"/products/{await w.product(stage='development')}", None
+
+
+async def _oem_link(w: World) -> tuple[str, Any]:
+    return f"/products/{await w.product(stage='mass')}/oem-links", {"valid_days": 1}
+
+
+async def _redeem(w: World) -> tuple[str, Any]:
+    made = await w.ok("factory_admin", "POST", f"/products/{await w.product(stage='mass')}/oem-links", {})
+    return "/oem-links/redeem", {"token": made["token"], "name": "brand lamp", "model_no": f"b{next(_unique)}"}
+
+
 async def _apply(w: World) -> tuple[str, Any]:
-    return "/certificates", {"original_pid": await w.product(), "new_pid": NEW_PID, "quantity": 2, "reason": "r"}
+    return "/certificates", {"original_pid": await w.product(), "new_pid": w.new_pid, "quantity": 2, "reason": "r"}
 
 
 async def _audit(w: World) -> tuple[str, Any]:
@@ -271,6 +299,113 @@ async def _activation(w: World) -> tuple[str, Any]:
 STAFF = {"admin", "auditor"}
 FACTORY = {"factory_admin", "technician"}
 EVERYONE = set(ROLES) - {"anonymous"}
+
+
+# -- the purchase module (docs/orders.md): orders made through the API, walked to the state each step needs ------
+
+CANCEL = {"reason": "wrong"}
+ORDER_FORM = {"kind": "bulk", "quantity": 2, "model_no": "M", "material_no": "MAT"}
+
+
+async def _purchase_ready(w: World) -> None:
+    """The factory certified; the platform's business and project managers exist (they are no role of the matrix)."""
+    if "bm" in w.keys:
+        return
+    await w.ok("admin", "POST", "/orders/certifications", {"org_id": w.org["factory"]})
+    for name in ("business_manager", "project_manager"):
+        made = await w.ok("admin", "POST", "/accounts", {"org_id": w.org["platform"], "name": name, "role": name})
+        w.keys[{"business_manager": "bm", "project_manager": "pm"}[name]] = made["api_key"]
+
+
+async def _orderable(w: World) -> tuple[str, dict[str, Any]]:
+    """A new mass-production product the factory's buyer holds a grant for, and an order form for it."""
+    await _purchase_ready(w)
+    pid = await w.product(stage="mass")
+    buyer = (await w.ok("buyer", "GET", "/me"))["account_id"]
+    await w.ok("factory_admin", "POST", "/orders/grants", {"account_id": buyer, "pid": pid, "kind": "buyer"})
+    return pid, ORDER_FORM | {"pid": pid, "po_no": f"PO{next(_unique)}"}
+
+
+ORDER_WALK: list[tuple[str, str, Any]] = [
+    ("bm", "confirm-price", {"price_cents": 100, "currency": "EUR"}),
+    ("pm", "confirm-software", {"software_version": "1.0"}),
+    ("bm", "contract", {"contract_no": "C1"}),
+    ("bm", "payments", {"amount_cents": 100, "method": "offline", "reference": "bank"}),
+    ("pm", "start-production", None),
+    ("pm", "shipment", {"batches": ["B1"], "carrier": "DHL", "tracking_no": "T1"}),
+    ("factory_admin", "certificate", None),
+    ("pm", "publish-test-data", None),
+    ("bm", "invoice", {"invoice_no": "I1"}),
+]
+
+
+async def _order_before(w: World, step: str) -> tuple[str, str]:
+    """An order walked up to (not through) `step` (all the way for any other name); its number and product."""
+    pid, form = await _orderable(w)
+    order_no = str((await w.ok("buyer", "POST", "/orders", form))["order_no"])
+    for who, name, given in ORDER_WALK:
+        if name == step:
+            break
+        body = {"cert_no": await w.application(new=pid)} if name == "certificate" else given
+        await w.ok(who, "POST", f"/orders/{order_no}/{name}", body)
+    return order_no, pid
+
+
+def _order_step(step: str, body: Any = None, *, before: str | None = None) -> Setup:
+    """The step on an order in the state where the step is possible, so a refusal is about the role alone."""
+
+    async def setup(w: World) -> tuple[str, Any]:
+        order_no, pid = await _order_before(w, before or step)
+        if step == "certificate":
+            body_now = {"cert_no": await w.application(new=pid)}  # a certificate applied for with this order
+            return f"/orders/{order_no}/certificate", body_now
+        return f"/orders/{order_no}/{step}", body
+
+    return setup
+
+
+def _order_path(suffix: str = "", before: str = "certificate") -> Setup:
+    async def setup(w: World) -> tuple[str, Any]:
+        order_no, _ = await _order_before(w, before)
+        return f"/orders/{order_no}{suffix}", None
+
+    return setup
+
+
+async def _certify(w: World) -> tuple[str, Any]:
+    org = await w.ok("admin", "POST", "/orgs", {"name": f"o{next(_unique)}", "kind": "factory"})
+    return "/orders/certifications", {"org_id": org["id"]}
+
+
+async def _uncertify(w: World) -> tuple[str, Any]:
+    path, body = await _certify(w)
+    await w.ok("admin", "POST", path, body)
+    return f"/orders/certifications/{body['org_id']}", None
+
+
+async def _grant(w: World) -> tuple[str, Any]:
+    await _purchase_ready(w)
+    buyer = (await w.ok("buyer", "GET", "/me"))["account_id"]
+    return "/orders/grants", {"account_id": buyer, "pid": await w.product(stage="mass"), "kind": "buyer"}
+
+
+async def _ungrant(w: World) -> tuple[str, Any]:
+    pid, _ = await _orderable(w)
+    return f"/orders/grants/{(await w.ok('buyer', 'GET', '/me'))['account_id']}/{pid}/buyer", None
+
+
+async def _order_form(w: World) -> tuple[str, Any]:
+    _, form = await _orderable(w)
+    return "/orders", form
+
+
+async def _order_check(w: World) -> tuple[str, Any]:
+    _, form = await _orderable(w)
+    return "/orders/check", form
+
+
+ORDERING_ORG = STAFF | {"factory_admin", "technician", "buyer"}  # platform staff and the ordering factory's accounts
+
 MATRIX: list[tuple[str, str, Setup, set[str]]] = [
     ("GET", "/health", fixed("/health"), set(ROLES)),
     ("POST", "/activations", _activation, set(ROLES)),
@@ -282,6 +417,14 @@ MATRIX: list[tuple[str, str, Setup, set[str]]] = [
     ("POST", "/products", _new_product, {"admin", "factory_admin", "customer"}),
     ("GET", "/products", fixed("/products"), EVERYONE),
     ("POST", "/products/{pid}/stage", _stage, {"admin", "factory_admin"}),
+    # The factory's product: its own accounts see it, the brand and the rival do not (404).
+    ("GET", "/products/{pid}", _product_path, STAFF | FACTORY | {"buyer"}),
+    ("PATCH", "/products/{pid}", _edit, {"admin", "factory_admin"}),
+    ("DELETE", "/products/{pid}", _delete, {"admin", "factory_admin"}),
+    # Links are the factory's decision alone: not even a platform admin makes one for it.
+    ("POST", "/products/{pid}/oem-links", _oem_link, {"factory_admin"}),
+    ("GET", "/products/{pid}/oem-links", _links_path, STAFF | {"factory_admin"}),
+    ("POST", "/oem-links/redeem", _redeem, {"customer"}),
     ("POST", "/certificates", _apply, {"factory_admin"}),
     ("GET", "/certificates", fixed("/certificates"), STAFF | FACTORY | {"customer"}),
     # A customer may read certificates, but only those naming a product its brand owned when they were applied for;
@@ -302,6 +445,37 @@ MATRIX: list[tuple[str, str, Setup, set[str]]] = [
     ("POST", "/leases/{lease_id}/write-off", _write_off, STAFF),
     ("POST", "/gateways/{gw}/reinstate", fixed("/gateways/{gw}/reinstate", {"reason": "checked"}), {"admin"}),
     ("GET", "/gateways/{gw}/history", fixed("/gateways/{gw}/history"), STAFF | {"factory_admin"}),
+    ("GET", "/gateways/{gw}/keys", fixed("/gateways/{gw}/keys"), STAFF | {"factory_admin"}),
+    # Perform replacement: the factory's own people scan its goods; platform staff do not (this app has no broker,
+    # so the allowed roles get 409 after every check passed).
+    ("POST", "/gateways/{gw}/scans", fixed("/gateways/{gw}/scans", {"sn": "SN-00001"}), FACTORY),
+    ("GET", "/gateways/{gw}/scans", fixed("/gateways/{gw}/scans"), FACTORY),
+    # The purchase module: the platform's business and project managers take most steps (none of them is a role
+    # here, so every role of the matrix is refused them); the ordering factory's buyer orders, cancels, completes.
+    ("GET", "/orders/certifications", fixed("/orders/certifications"), EVERYONE),
+    ("POST", "/orders/certifications", _certify, {"admin"}),
+    ("DELETE", "/orders/certifications/{org_id}", _uncertify, {"admin"}),
+    ("GET", "/orders/grants", fixed("/orders/grants"), EVERYONE),
+    ("POST", "/orders/grants", _grant, {"factory_admin"}),
+    ("DELETE", "/orders/grants/{account_id}/{pid}/{kind}", _ungrant, {"factory_admin"}),
+    ("GET", "/orders/products", fixed("/orders/products"), EVERYONE),
+    ("POST", "/orders/check", _order_check, {"buyer"}),
+    ("POST", "/orders", _order_form, {"buyer"}),
+    ("GET", "/orders", fixed("/orders"), EVERYONE),
+    ("GET", "/orders/{order_no}", _order_path(), ORDERING_ORG),
+    ("POST", "/orders/{order_no}/confirm-price", _order_step("confirm-price", ORDER_WALK[0][2]), set()),
+    ("POST", "/orders/{order_no}/confirm-software", _order_step("confirm-software", ORDER_WALK[1][2]), set()),
+    ("POST", "/orders/{order_no}/contract", _order_step("contract", ORDER_WALK[2][2]), set()),
+    ("POST", "/orders/{order_no}/payments", _order_step("payments", ORDER_WALK[3][2]), set()),
+    ("POST", "/orders/{order_no}/start-production", _order_step("start-production"), set()),
+    ("POST", "/orders/{order_no}/shipment", _order_step("shipment", ORDER_WALK[5][2]), set()),
+    ("POST", "/orders/{order_no}/certificate", _order_step("certificate"), {"factory_admin"}),
+    ("POST", "/orders/{order_no}/publish-test-data", _order_step("publish-test-data"), set()),
+    ("POST", "/orders/{order_no}/invoice", _order_step("invoice", ORDER_WALK[8][2]), set()),
+    ("POST", "/orders/{order_no}/complete", _order_path("/complete", before="end"), {"buyer"}),
+    ("POST", "/orders/{order_no}/cancel", _order_step("cancel", CANCEL, before="confirm-price"), {"buyer"}),
+    ("GET", "/orders/{order_no}/test-data", _order_path("/test-data", before="invoice"), ORDERING_ORG),
+    ("GET", "/orders/{order_no}/test-data.csv", _order_path("/test-data.csv", before="invoice"), ORDERING_ORG),
 ]
 
 

@@ -13,7 +13,7 @@ from agent.certs.leases import check_bundle
 from cloud_bridge import accounts, products
 from cloud_bridge.accounts import SYSTEM, OrgKind, Role
 from cloud_bridge.platform import Platform
-from cloud_bridge.products import Stage
+from cloud_bridge.products import Protocol, Spec, Stage
 from rebadge.cli import main
 from wire.keys import KeyRing, PublicKey, SigningKey
 
@@ -41,7 +41,8 @@ async def _world(data: Path) -> None:
             f1 = await accounts.create_org(conn, SYSTEM, "F1", OrgKind.FACTORY, now)  # type: ignore[arg-type]
             brand = await accounts.create_org(conn, SYSTEM, "B1", OrgKind.BRAND, now)  # type: ignore[arg-type]
             for pid, org in ((OLD, f1), (NEW, f1), (OTHER, brand), ("dev00001", f1)):
-                await products.create(conn, SYSTEM, pid, "lamp", now, org_id=org)  # type: ignore[arg-type]
+                spec = Spec(name="lamp", model_no=pid, protocol=Protocol.BLE)  # goods that carry these PIDs
+                await products.create_with_pid(conn, pid, org, spec, now)  # type: ignore[arg-type]
             await products.set_stage(conn, SYSTEM, OLD, Stage.TRIAL, now)  # type: ignore[arg-type]
             await accounts.create_account(conn, SYSTEM, f1, "tech", Role.TECHNICIAN, now)  # type: ignore[arg-type]
 

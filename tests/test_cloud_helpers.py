@@ -30,9 +30,10 @@ R = TypeVar("R", bound=SignedRequest)
 class Journal:
     """A gateway's hash-chained journal, built in the test with the gateway's real key."""
 
-    def __init__(self, key: SigningKey | None = None, *, old_pid: str = OLD_PID) -> None:
+    def __init__(self, key: SigningKey | None = None, *, old_pid: str = OLD_PID, new_pid: str = NEW_PID) -> None:
         self.key = key or SigningKey.generate()
         self.old_pid = old_pid
+        self.new_pid = new_pid
         self.gw = self.key.kid.hex()
         self.records: list[Record] = []
 
@@ -49,7 +50,7 @@ class Journal:
         kind: RecordKind = RecordKind.CONFIRMED,
         *,
         old_pid: str | None = None,
-        new_pid: str = NEW_PID,
+        new_pid: str | None = None,
     ) -> Record:
         """Append one record linked to the head."""
         rec = Record(
@@ -61,7 +62,7 @@ class Journal:
             slot=slot,
             sn=sn,
             old_pid=old_pid or self.old_pid,
-            new_pid=new_pid,
+            new_pid=new_pid or self.new_pid,
             radio="wifi",
             at=T0 + len(self.records),
         )
@@ -72,7 +73,7 @@ class Journal:
         """Append the record that closes a lease: no record on it after this one counts."""
         rec = close_record(
             self.gw, len(self.records) + 1, self.head, lease_id=lease_id, slot_hi=slot_hi, old_pid=self.old_pid,
-            new_pid=NEW_PID, at=T0 + len(self.records), reason="closed in a test",
+            new_pid=self.new_pid, at=T0 + len(self.records), reason="closed in a test",
         )  # fmt: skip
         self.records.append(rec)
         return rec

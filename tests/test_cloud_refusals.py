@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import base64
 
+from cloud_bridge.api.product_routes import PID_NOT_ACCEPTED
 from cloud_bridge.platform import Platform
 from tests.test_cloud_api import World, fixture_world, pid  # noqa: F401  (fixture)
 from tests.test_cloud_helpers import (  # noqa: F401  (fixtures)
-    NEW_PID,
     fixture_db_url,
     fixture_pg_database,
     fixture_pg_run,
@@ -46,23 +46,28 @@ async def test_gateway_registration_names_no_holder(world: World, platform: Plat
     )
 
 
-async def test_product_creation_names_no_holder(world: World) -> None:
-    factorys = await world.product()
-    brands = pid()
-    await world.ok("customer", "POST", "/products", {"pid": brands, "name": "brand lamp"})
-    a = await world.call("rival", "POST", "/products", {"pid": factorys, "name": "x"})
-    b = await world.call("rival", "POST", "/products", {"pid": brands, "name": "x"})
-    assert (a.status_code, b.status_code) == (409, 409)
-    assert a.content.replace(factorys.encode(), b"P") == b.content.replace(brands.encode(), b"P")
-    assert b"exists" not in a.content
+async def test_product_creation_takes_no_pid_and_model_numbers_are_per_organisation(world: World) -> None:
+    before = await world.ok("admin", "GET", "/products")
+    typed = await world.call("factory_admin", "POST", "/products", {"pid": pid(), "name": "x", "model_no": "x1"})
+    assert typed.status_code == 422
+    assert typed.json() == {"detail": PID_NOT_ACCEPTED, "field": "pid"}
+    factorys = await world.product(model_no="lamp-1")
+    again = await world.call("factory_admin", "POST", "/products", {"name": "x", "model_no": "lamp-1"})
+    assert again.status_code == 409
+    assert factorys in again.json()["detail"]  # the factory's own product, named to its own admin
+    rivals = await world.product(role="rival", model_no="lamp-1")  # another organisation's numbers are its own
+    assert rivals != factorys
+    assert len({p["pid"] for p in await world.ok("admin", "GET", "/products")}) == len(before) + 2
     stage_foreign = await world.call("rival", "POST", f"/products/{factorys}/stage", {"stage": "mass"})
     stage_missing = await world.call("rival", "POST", f"/products/{pid()}/stage", {"stage": "mass"})
     assert stage_foreign.status_code == stage_missing.status_code == 404
+    assert stage_foreign.content.replace(factorys.encode(), b"P") == stage_missing.content.replace(
+        stage_missing.json()["detail"].split("'")[1].encode(), b"P"
+    )
 
 
 async def test_a_certificate_names_only_the_factorys_products(world: World) -> None:
-    brands = pid()
-    await world.ok("customer", "POST", "/products", {"pid": brands, "name": "brand lamp"})
+    brands = await world.product(role="customer", stage="development", name="brand lamp")
     original = await world.product()
     answers = []
     for new in (brands, "zzzz9999"):  # the brand's product, and none at all
@@ -71,7 +76,7 @@ async def test_a_certificate_names_only_the_factorys_products(world: World) -> N
         answers.append((r.status_code, r.content.replace(new.encode(), b"P")))
     assert answers[0] == answers[1]
     assert answers[0][0] == 404
-    rival_body = {"original_pid": original, "new_pid": NEW_PID, "quantity": 1, "reason": "r"}
+    rival_body = {"original_pid": original, "new_pid": world.new_pid, "quantity": 1, "reason": "r"}
     rivals = await world.call("rival", "POST", "/certificates", rival_body)
     missing = await world.call("rival", "POST", "/certificates", rival_body | {"original_pid": "zzzz9999"})
     assert (rivals.status_code, rivals.content.replace(original.encode(), b"P")) == (

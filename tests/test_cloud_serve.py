@@ -1,4 +1,5 @@
-"""`rebadge cloud serve` as a real process: first admin key printed once, OpenAPI served, clean stop on SIGTERM."""
+"""`rebadge cloud serve` as a real process: the first admin key written once to a 0600 file (only its path printed),
+OpenAPI served, clean stop on SIGTERM."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from rebadge.broker import PrivateBroker, free_port
 
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
-KEY_LINE = "first admin API key"
+KEY_LINE = "first admin API key written to "
 
 
 def _start(data_dir: Path, port: int, broker: PrivateBroker) -> subprocess.Popen[str]:
@@ -59,18 +60,28 @@ def _stop(proc: subprocess.Popen[str]) -> int:
             proc.stdout.close()
 
 
-def test_serve_prints_the_first_admin_key_once(tmp_path: Path, broker: PrivateBroker) -> None:
+def test_serve_writes_the_first_admin_key_once_to_a_0600_file_and_prints_only_its_path(
+    tmp_path: Path, broker: PrivateBroker
+) -> None:
     port = free_port()
-    proc = _start(tmp_path / "cloud", port, broker)
+    data = tmp_path / "cloud"
+    proc = _start(data, port, broker)
     lines = _wait_serving(proc, port)
-    keys = [line.rsplit(" ", 1)[-1] for line in lines if line.startswith(KEY_LINE)]
-    assert len(keys) == 1
+    key_file = data / "admin-key"
+    assert [line for line in lines if line.startswith(KEY_LINE)] == [
+        f"{KEY_LINE}{key_file} (0600); 'rebadge cloud admin-key' renews it"
+    ]
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    key = key_file.read_text().strip()
     base = f"http://127.0.0.1:{port}"
     assert httpx.get(f"{base}/openapi.json").json()["info"]["title"] == "rebadge platform"
-    assert httpx.get(f"{base}/v1/me", headers={"X-API-Key": keys[0]}).json()["role"] == "admin"
+    assert httpx.get(f"{base}/v1/me", headers={"X-API-Key": key}).json()["role"] == "admin"
     assert httpx.get(f"{base}/v1/me", headers={"X-API-Key": "rbk_wrong"}).status_code == 401
     assert _stop(proc) == 0
-    again = _start(tmp_path / "cloud", port, broker)
+    again = _start(data, port, broker)
     assert not any(line.startswith(KEY_LINE) for line in _wait_serving(again, port))
-    assert httpx.get(f"{base}/v1/me", headers={"X-API-Key": keys[0]}).status_code == 200
+    assert key_file.read_text().strip() == key  # written once
+    assert httpx.get(f"{base}/v1/me", headers={"X-API-Key": key}).status_code == 200
     assert _stop(again) == 0
+    assert again.stdout is not None
+    assert not any(key in line for line in lines)

@@ -266,8 +266,8 @@ async def test_silent_devices_leave_slots_in_doubt_and_a_rescan_settles_them(
 
 # The agent's first reconnect attempt comes AGENT_BACK_S/2 to AGENT_BACK_S after it lost the broker; the test
 # starts the broker again well within that, so the platform's worker (retrying every 50 ms) is subscribed first.
-# (The other order is safe too, but costs the agent's 30 s resend timer: records sent before the worker is back
-# are lost to it, and the platform waits at the gap.)
+# (The other order is safe too, but costs the agent's resend timer, mqtt.resend_s: records sent before the worker
+# is back are lost to it, and the platform waits at the gap.)
 AGENT_BACK_S = 2.0
 
 

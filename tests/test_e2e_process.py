@@ -75,7 +75,7 @@ class ProcessLine:
         return agent
 
     async def scan(self, request_id: str) -> None:
-        await send_scan(self.client, self.gateway.gw, self.device.sn, request_id)
+        await send_scan(self.client, self.gateway.gw, self.device.sn, request_id, self.cloud.platform.issuer)
 
     async def event(self, request_id: str) -> ScanEvent:
         payload = await self.heard.wait_for(is_event(self.gateway.gw, request_id), f"event of scan {request_id}")

@@ -160,11 +160,11 @@ async def test_a_lease_within_the_clock_margin_is_refused_as_expiring(tmp_path: 
 
 
 async def test_scan_commands_are_not_taken_unless_turned_on(tmp_path: Path, broker: PrivateBroker) -> None:
-    assert load_config(None).scanner.mqtt is False  # off by default: a scan command is not authenticated
+    assert load_config(None).scanner.mqtt is False  # off by default
     unit = UnitSpec(sn="CMD-0001", pid=ORIGINAL_PID)
-    async with line_of(tmp_path, broker, [unit], slots=3, scan_commands=False) as (_, gateway, goods, agent):
+    async with line_of(tmp_path, broker, [unit], slots=3, scan_commands=False) as (issuer, gateway, goods, agent):
         async with listening(broker, gateway.gw) as (heard, client):
-            await send_scan(client, gateway.gw, unit.sn, "cmd-1")
+            await send_scan(client, gateway.gw, unit.sn, "cmd-1", issuer.key)
             with pytest.raises(AssertionError, match="not heard"):
                 await heard.wait_for(is_event(gateway.gw, "cmd-1"), "a scan event", timeout=1.0)
         assert goods[unit.sn].firmware.rebadge_requests == 0

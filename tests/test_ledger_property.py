@@ -1,10 +1,14 @@
 """The count holds, as a property: an adversary holding every gateway key drives the platform's ledger.
 
 Any interleaving of lease requests, honest and forged batches, records of any kind on any lease and slot, closes,
-restores from a backup (forks), write-offs, reinstatements and rebases, revocations, clock jumps and activations of
-any receipt a gateway key can sign. After every step: activations and confirmations per certificate stay within its
-quantity, no slot is counted or activated for two leases, every confirmed or activated slot stays held by the lease
-that spent it, and no two leases hold one slot. `REBADGE_PROPERTY_PROFILE=long` runs many more examples.
+restores from a backup (forks), write-offs, reinstatements and rebases, revocations, key rotations, enrolments again
+(with the current key, a retired one, or after revocation), clock jumps and activations of any receipt a gateway key
+can sign, current or retired; batches signed by retired keys too. The gateways enrol as in the field: a factory
+admin's one-time token and a CSR of the gateway key. After every
+step: activations and confirmations per certificate stay within its quantity, no slot is counted or activated for two
+leases, every confirmed or activated slot stays held by the lease that spent it, no two leases hold one slot, and
+every slot was spent by the key its lease is bound to (a confirmation within that key's seqs, an activation on a
+receipt that key signed). `REBADGE_PROPERTY_PROFILE=long` runs many more examples.
 """
 
 from __future__ import annotations
@@ -20,21 +24,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from sqlalchemy import select
 
+from agent.certs.identity import GatewayIdentity
+from agent.key_rotation import introduction
+from cloud_bridge import accounts, enrolment
 from cloud_bridge.accounts import Actor, Role
 from cloud_bridge.errors import CloudError
 from cloud_bridge.leases import LeasePolicy
 from cloud_bridge.platform import Platform
-from cloud_bridge.store.schema import activations, cert_counts, confirmations, slot_holds
+from cloud_bridge.store.schema import activations, cert_counts, confirmations, gateway_keys, leases, slot_holds
 from tests.test_cloud_helpers import NEW_PID, OLD_PID, T0, Journal
-from wire.keys import KeyRing
+from wire import x509 as wx
+from wire.keys import KeyRing, SigningKey
 from wire.lease_request import LeaseRequest, lease_answer_from_cbor
 from wire.records import RecordKind
-from wire.tokens import Grant, Lease, decode_bundle, sign, verify
+from wire.tokens import Grant, Lease, decode_bundle, decode_payload, sign, sign1_payload, verify
 
 settings.register_profile(
     "ci", max_examples=40, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -90,6 +98,8 @@ class LedgerUnderAttack(RuleBasedStateMachine):
             Platform.open(self.dir / "cloud", clock=self.clock, policy=LeasePolicy(max_slots=QUANTITY, valid_s=600))
         )
         self.journals = [Journal() for _ in range(GATEWAYS)]
+        self.keys = [[j.key] for j in self.journals]  # every key each gateway has had, the current one last
+        self.revoked: set[str] = set()
         self.leases: list[Lease] = []
         self.cert_no = ""
 
@@ -109,9 +119,22 @@ class LedgerUnderAttack(RuleBasedStateMachine):
             )
         )
         self.cert_no = cert.cert_no
+        self.factory = int(self._run(self.platform.run(accounts.org_named, "F1")).id)
         for j in self.journals:
-            self._run(self.platform.register_gateway(j.key.public))
+            assert self._enrol(j.key) == j.gw
         self.request_lease(0, QUANTITY // 2, 0)  # a first honest lease, so every rule is enabled from the start
+
+    def _enrol(self, key: SigningKey) -> str | None:
+        """Enrol `key` with a fresh token of the factory; its gateway id, or None when refused."""
+        now = int(self.clock.t)
+        token, _ = self._run(self.platform.run(enrolment.create_token, ADMIN, "line 1", 600, now, org_id=self.factory))
+        try:
+            return str(self._run(self.platform.enrol(token, wx.gateway_csr(key, self._gw_of(key)))).gw)
+        except CloudError:
+            return None
+
+    def _gw_of(self, key: SigningKey) -> str | None:
+        return next((self.journals[g].gw for g, keys in enumerate(self.keys) if key in keys), None)
 
     # -- what the adversary does ------------------------------------------------------------------------------
 
@@ -176,6 +199,43 @@ class LedgerUnderAttack(RuleBasedStateMachine):
     @rule(g=st.integers(0, GATEWAYS - 1))
     def revoke_gateway(self, g: int) -> None:
         self._run(self.platform.revoke_gateway(self.journals[g].gw))
+        self.revoked.add(self.journals[g].gw)
+
+    @rule(g=st.integers(0, GATEWAYS - 1), close_first=st.booleans())
+    def rotate_key(self, g: int, close_first: bool) -> None:
+        j = self.journals[g]
+        if close_first:  # as `rotate-key` does: close the key's leases, send the records, then introduce
+            for lease in self.leases:
+                if lease.gateway_key == j.key.public.raw:
+                    j.close(lease.lease_id, lease.slot_hi)
+            if j.records:
+                self._run(self.platform.ingest(j.batch(1), topic_gw=j.gw))
+        new = SigningKey.generate()
+        intro = introduction(GatewayIdentity(j.key, j.gw), new, len(j.records), j.head, clock=self.clock).token
+        answer = self._run(self.platform.answer_rotate(j.gw, intro))
+        event(f"rotation: {answer.code}")
+        if answer.ok:
+            j.key = new
+            self.keys[g].append(new)
+
+    @rule(g=st.integers(0, GATEWAYS - 1), back=st.integers(0, 5), old=st.integers(0, 3))
+    def send_batch_with_a_retired_key(self, g: int, back: int, old: int) -> None:
+        j = self.journals[g]
+        if j.records and len(self.keys[g]) > 1:
+            key = self.keys[g][old % (len(self.keys[g]) - 1)]
+            self._run(self.platform.ingest(j.batch(max(1, len(j.records) - back), key=key), topic_gw=j.gw))
+
+    @rule(g=st.integers(0, GATEWAYS - 1), k=st.integers(0, 1))
+    def enrol_again(self, g: int, k: int) -> None:
+        key = self.keys[g][-1 - k % len(self.keys[g])]  # the current key, or one a rotation retired
+        gw = self._enrol(key)
+        revoked = self.journals[g].gw in self.revoked
+        which = "current" if key == self.keys[g][-1] else "retired"
+        event(f"enrolment again ({which} key, revoked {revoked}): {'refused' if gw is None else 'enrolled'}")
+        if key == self.keys[g][-1] and not revoked:
+            assert gw == self.journals[g].gw  # the same gateway, a new client certificate
+        else:
+            assert gw is None, f"{'a revoked gateway' if revoked else 'a retired key'} enrolled again"
 
     @rule(dt=st.sampled_from([-3600, 60, 700, 86_400]))
     def jump_clock(self, dt: int) -> None:
@@ -187,11 +247,16 @@ class LedgerUnderAttack(RuleBasedStateMachine):
         pick=st.integers(0, 50),
         slot=st.integers(0, QUANTITY + 1),
         sn=st.sampled_from(SNS),
+        k=st.integers(0, 1),
     )
-    def activate(self, g: int, pick: int, slot: int, sn: str) -> None:
+    def activate(self, g: int, pick: int, slot: int, sn: str, k: int) -> None:
         lease = self.leases[pick % len(self.leases)]
         grant = Grant(lease_id=lease.lease_id, slot=slot, sn=sn, new_pid=NEW_PID, iat=T0)
-        self._run(self.platform.activate(sn, NEW_PID, sign(grant, self.journals[g].key)))
+        key = self.keys[g][-1 - k % len(self.keys[g])]  # the current key, or one a rotation retired
+        verdict = self._run(self.platform.activate(sn, NEW_PID, sign(grant, key)))
+        event(f"activation by a {'retired' if key != self.keys[g][-1] else 'current'} key: {verdict.verdict}")
+        if verdict.accepted:
+            assert key.public.raw == lease.gateway_key, f"{lease.lease_id} activated on a receipt of another key"
 
     # -- what must hold after every step ------------------------------------------------------------------------
 
@@ -206,6 +271,10 @@ class LedgerUnderAttack(RuleBasedStateMachine):
             confs = (await conn.execute(select(confirmations))).all()
             holds = (await conn.execute(select(slot_holds))).all()
             counted = (await conn.execute(select(cert_counts))).all()
+            bound = {r.lease_id: bytes(r.token) for r in (await conn.execute(select(leases))).all()}
+            ranges = {
+                bytes(r.public_key): (int(r.from_seq), r.to_seq) for r in (await conn.execute(select(gateway_keys)))
+            }
         assert len(acts) <= QUANTITY
         assert len(confs) <= QUANTITY
         assert sum(int(r.confirmed) for r in counted) == len(confs)
@@ -219,6 +288,10 @@ class LedgerUnderAttack(RuleBasedStateMachine):
                 held[s] = h.lease_id
         for r in (*acts, *confs):
             assert held.get(r.slot) == r.lease_id, f"slot {r.slot} spent by {r.lease_id} but held by {held.get(r.slot)}"
+        for r in confs:  # counted only within the seqs of the key its lease is bound to
+            lo, hi = ranges[decode_payload(sign1_payload(bound[r.lease_id]), Lease).gateway_key]
+            assert lo <= r.seq, f"slot {r.slot} confirmed at seq {r.seq}, before its lease's key signs"
+            assert hi is None or r.seq <= hi, f"slot {r.slot} confirmed at seq {r.seq}, after its lease's key retired"
 
 
 LedgerUnderAttack.TestCase.settings = PROFILE

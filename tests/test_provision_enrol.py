@@ -126,7 +126,8 @@ def test_enrol_against_rebadge_cloud_serve(tmp_path: Path) -> None:
                             env=os.environ | {"PYTHONUNBUFFERED": "1"})  # fmt: skip
     try:
         lines = _wait_serving(proc, port)
-        admin = next(line.rsplit(" ", 1)[1] for line in lines if line.startswith(KEY_LINE))
+        assert any(line.startswith(KEY_LINE) for line in lines)
+        admin = (tmp_path / "cloud" / "admin-key").read_text().strip()
         url = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=url, headers={"X-API-Key": admin}) as c:
             org = c.post("/v1/orgs", json={"name": "factory", "kind": "factory"}).json()["id"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ from wire import topics
 from wire.chain import ChainChecker
 from wire.keys import SigningKey
 from wire.records import RecordKind, batch_from_cbor
+from wire.refusals import RefusalReason
+from wire.scan_command import COMMAND_WINDOW_S, sign_scan
 from wire.tokens import Ack, Checkpoint, sign, verify
 from wire.topics import ProgressPayload, Result, ScanCommand, ScanEvent
 
@@ -367,7 +370,7 @@ async def test_progress_and_health_keep_the_latest_and_announce_to_home_assistan
 # -- commands ---------------------------------------------------------------------------------------------------
 
 
-async def test_malformed_scan_commands_are_ignored_and_valid_ones_reach_on_scan(
+async def test_scan_commands_reach_on_scan_only_signed_by_the_platform_and_the_rest_are_refused(
     broker: Broker, gateway: Gateway, caplog: pytest.LogCaptureFixture
 ) -> None:
     got: list[ScanCommand] = []
@@ -381,24 +384,89 @@ async def test_malformed_scan_commands_are_ignored_and_valid_ones_reach_on_scan(
 
     uplink = uplink_for(gateway, broker.port, on_scan=on_scan)
     topic = topics.command(gateway.gw, "scan")
+    platform_key, now = gateway.issuer.key, int(time.time())
+    replayed = sign_scan(platform_key, gateway.gw, "SN0042", "req-1", now)
+    bad = {
+        "json": b'{"sn": "SN0001", "id": "json"}',  # the old unsigned form
+        "garbage": b"not a token at all",
+        "forged": sign_scan(SigningKey.generate(), gateway.gw, "SN0001", "forged", now),  # another key
+        "elsewhere": sign_scan(platform_key, "gw-other", "SN0001", "elsewhere", now),
+        "old": sign_scan(platform_key, gateway.gw, "SN0001", "old", now - COMMAND_WINDOW_S - 5),
+        "ahead": sign_scan(platform_key, gateway.gw, "SN0001", "ahead", now + COMMAND_WINDOW_S + 5),
+        "lease": gateway.issuer.certificate()[1],  # signed by the platform, but not a command
+    }
+    watcher = Watcher(broker.port, [topics.events(gateway.gw)])
     caplog.set_level(logging.WARNING, logger="agent.uplink")
-    async with running(uplink.run(), "uplink") as task, aiomqtt.Client("127.0.0.1", broker.port) as client:
-        await uplink.wait_connected(WAIT_S)
-        for bad in (b"not json at all", b'{"sn": ""}', b'{"sn": "SN0001", "extra": 1}', b"[1,2]"):
-            await client.publish(topic, bad, qos=1)
-        await wait_logged(caplog, "ignoring a scan command", count=4)
-        assert "not json at all" in caplog.text
-        assert "extra" in caplog.text
-        assert got == []
-        await client.publish(topic, b'{"sn": "SN-BOOM"}', qos=1)
-        await client.publish(topic, b'{"sn": "SN0042", "id": "req-1"}', qos=1)
+    async with running(watcher.run(), "watcher"), running(uplink.run(), "uplink") as task:
+        await watcher.ready.wait()
+        async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+            await uplink.wait_connected(WAIT_S)
+            for payload in bad.values():
+                await client.publish(topic, payload, qos=1)
+            await client.publish(topic, sign_scan(platform_key, gateway.gw, "SN-BOOM", "boom", now), qos=1)
+            await client.publish(topic, replayed, qos=1)
+            await client.publish(topic, replayed, qos=1)  # the same bytes again: a replay
+            await watcher.wait_for(lambda: len(watcher.on(topics.events(gateway.gw))) >= len(bad) + 1)
+            async with asyncio.timeout(WAIT_S):
+                while len(got) < 2:
+                    arrived.clear()
+                    await arrived.wait()
+        assert not task.done()  # a failing scan does not take the uplink down
+    events = [ScanEvent.model_validate_json(p) for p in watcher.on(topics.events(gateway.gw))]
+    assert all(e.result is Result.REFUSED for e in events)
+    by_id = {e.id: e for e in events}
+    assert {e.reason for e in events} == {RefusalReason.BAD_COMMAND, RefusalReason.STALE_COMMAND}
+    assert by_id["old"].reason is by_id["ahead"].reason is RefusalReason.STALE_COMMAND
+    assert "check the clocks" in by_id["old"].message
+    assert by_id["forged"].sn == "SN0001"  # what it claimed, so the sender can match the refusal
+    assert "unknown key" in by_id["forged"].message
+    assert "gateway gw-other" in by_id["elsewhere"].message
+    assert "seen before" in by_id["req-1"].message
+    assert sum(e.id is None for e in events) == 3  # the JSON, the garbage and the certificate claim nothing
+    assert got == [ScanCommand(sn="SN-BOOM", id="boom"), ScanCommand(sn="SN0042", id="req-1")]
+    assert "SN-BOOM: scan command failed" in caplog.text
+
+
+async def test_a_command_carried_out_before_a_restart_is_refused_after_it(broker: Broker, gateway: Gateway) -> None:
+    # The agent keeps the nonces it saw in memory: restarted within the window, it must not scan the same command
+    # again when it is replayed (or when the broker delivers it again).
+    got: list[ScanCommand] = []
+    arrived = asyncio.Event()
+
+    async def on_scan(cmd: ScanCommand) -> None:
+        got.append(cmd)
+        arrived.set()
+
+    async def scanned(n: int) -> None:
         async with asyncio.timeout(WAIT_S):
-            while len(got) < 2:
+            while len(got) < n:
                 arrived.clear()
                 await arrived.wait()
-        assert got == [ScanCommand(sn="SN-BOOM"), ScanCommand(sn="SN0042", id="req-1")]
-        assert not task.done()  # a failing scan does not take the uplink down
-        assert "SN-BOOM: scan command failed" in caplog.text
+
+    topic = topics.command(gateway.gw, "scan")
+    command = sign_scan(gateway.issuer.key, gateway.gw, "SN0042", "before", int(time.time()))
+    first = uplink_for(gateway, broker.port, on_scan=on_scan)
+    async with running(first.run(), "uplink"):
+        await first.wait_connected(WAIT_S)
+        async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+            await client.publish(topic, command, qos=1)
+            await scanned(1)
+    await asyncio.sleep(1.1)  # the restart comes a second later, well within the window
+    restarted = uplink_for(gateway, broker.port, on_scan=on_scan)
+    watcher = Watcher(broker.port, [topics.events(gateway.gw)])
+    async with running(watcher.run(), "watcher"), running(restarted.run(), "uplink"):
+        await watcher.ready.wait()
+        await restarted.wait_connected(WAIT_S)
+        async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+            await client.publish(topic, command, qos=1)
+            await watcher.wait_for(lambda: len(watcher.on(topics.events(gateway.gw))) >= 1)
+            fresh = sign_scan(gateway.issuer.key, gateway.gw, "SN0043", "after", int(time.time()))
+            await client.publish(topic, fresh, qos=1)
+            await scanned(2)
+    (event,) = [ScanEvent.model_validate_json(p) for p in watcher.on(topics.events(gateway.gw))]
+    assert (event.id, event.result, event.reason) == ("before", Result.REFUSED, RefusalReason.STALE_COMMAND)
+    assert "before this gateway's agent started" in event.message
+    assert got == [ScanCommand(sn="SN0042", id="before"), ScanCommand(sn="SN0043", id="after")]
 
 
 # -- the connection ---------------------------------------------------------------------------------------------
@@ -504,7 +572,7 @@ async def test_mutual_tls_connects_and_never_falls_back_to_plaintext(
     files = make_tls(tmp_path / "tls")
     tls_port = free_port()
     tls = TlsConfig(ca_file=files.ca, cert_file=files.client_cert, key_file=files.client_key)
-    caplog.set_level(logging.WARNING, logger="agent.uplink")
+    caplog.set_level(logging.DEBUG, logger="agent.uplink")  # the same failure again is logged at debug
     with PrivateBroker(tmp_path / "broker", extra_config=tls_listener(files, tls_port)) as broker:
         # The TLS port: connects, and a dashboard on the plain port sees the same broker.
         uplink = uplink_for(gateway, tls_port, tls=tls)

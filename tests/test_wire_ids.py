@@ -6,7 +6,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from wire.errors import MalformedError
-from wire.ids import Pid, Sn, check_pid, check_sn
+from wire.ids import PID_ALPHABET, SHORT_PID_LEN, Pid, Sn, check_pid, check_sn
 
 
 @pytest.mark.parametrize("pid", ["abcdefgh", "0123456789abcdef", "00000000", "zzzzzzzzzzzzzzzz"])
@@ -55,3 +55,14 @@ def test_annotated_types_validate_inside_models() -> None:
         _Ids(pid="ABC", sn="SN0001")
     with pytest.raises(ValidationError, match=r"sn '!' is not a serial number"):
         _Ids(pid="abcdefgh", sn="!")
+
+
+def test_the_pid_alphabet_is_exactly_what_a_pid_accepts() -> None:
+    """The platform draws PIDs from PID_ALPHABET: each of its characters is accepted, every other one refused."""
+    for char in map(chr, range(32, 127)):
+        accepted = True
+        try:
+            check_pid(char * SHORT_PID_LEN)
+        except MalformedError:
+            accepted = False
+        assert accepted == (char in PID_ALPHABET), char

@@ -280,7 +280,7 @@ def test_a_missing_radio_library_names_its_extra(radio_type: str, tmp_path: Path
     with pytest.raises(ConfigError) as info:
         ZigbeeRadio(config, state_dir=tmp_path)
     message = str(info.value)
-    assert f"pip install 'rebadge[{radio_type}]'" in message
+    assert f"pip install '.[{radio_type}]'" in message
     assert f"zigbee.radio_type {radio_type!r}" in message
 
 

@@ -4,6 +4,7 @@ lease id. Wire models, the platform's HTTP validation and its store all take the
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -13,6 +14,7 @@ from wire.errors import MalformedError
 from wire.keys import KID_BYTES
 
 SHORT_PID_LEN = 8
+PID_ALPHABET = string.digits + string.ascii_lowercase  # what PID matches, and what the platform draws from
 PID_LENGTHS = (SHORT_PID_LEN, 16)
 SN_MAX_CHARS = 28
 GW_ID_CHARS = 2 * KID_BYTES  # the hex of the gateway key's kid

@@ -29,6 +29,7 @@ from wire.tokens import MAX_TOKEN_BYTES, UINT32_END, Kind, Payload
 LEASE_OP = "lease"
 RELEASE_OP = "release"
 RENEW_OP = "renew"
+ROTATE_OP = "rotate"  # the request is a wire.key_rotation.KeyIntroduction, the answer a RenewAnswer
 # A PEM CSR of an Ed25519 key with one CN is about 300 bytes; its certificate about 700.
 MAX_CSR_BYTES = 4096
 MAX_CERTIFICATE_BYTES = 8192
@@ -96,6 +97,7 @@ class AnswerCode(StrEnum):
     BAD_SIGNATURE = "bad_signature"  # not signed by the gateway's key, or unsigned
     REPLAYED = "replayed"  # a nonce seen before, or a time outside the window (check the gateway's clock)
     FROZEN = "frozen"  # the gateway's journal forked (restored from a backup?); an admin must reinstate it
+    RETIRED_KEY = "retired_key"  # signed by a key a rotation retired (docs/enrolment.md, "Key rotation")
     ERROR = "error"  # the platform could not answer now; resend later
 
 

@@ -17,6 +17,9 @@ class RefusalReason(StrEnum):
     # The scan itself.
     BAD_SN = "bad_sn"  # the scanned text is not a serial number
     SCAN_IN_PROGRESS = "scan_in_progress"  # this SN is being rebadged by another scan right now
+    # The gateway itself, not the unit: scan the unit again later (agent/dispatch.py).
+    GATEWAY_BUSY = "gateway_busy"  # the scan queue is full; nothing was started
+    GATEWAY_FAULT = "gateway_fault"  # a journal, disk or driver fault stopped the scan; the agent's health says which
     # The gateway's leases and journal.
     NO_LEASE = "no_lease"  # no usable lease of the certificate; load or request one
     LEASE_EXPIRED = "lease_expired"  # every lease of the certificate has expired
@@ -25,6 +28,9 @@ class RefusalReason(StrEnum):
     QUOTA_EXHAUSTED = "quota_exhausted"  # every slot of the usable leases is held
     JOURNAL_RESTORED = "journal_restored"  # the platform froze this gateway: its journal was restored from a backup
     DISK_FULL = "disk_full"  # too little disk to journal safely
+    # A scan command on MQTT cmd/scan (wire.scan_command) that was not carried out.
+    BAD_COMMAND = "bad_command"  # unparsable, unsigned, not the platform's signature, another gateway's, or replayed
+    STALE_COMMAND = "stale_command"  # its time lies outside the window of this gateway's clock
     # The lease and certificate fail a check (agent.certs.leases).
     UNKNOWN_KEY = "unknown_key"
     WRONG_KIND = "wrong_kind"

@@ -43,6 +43,9 @@ class Kind(StrEnum):
     RELEASE = "application/rebadge-release+cbor"
     LEASE_REQUEST = "application/rebadge-lease-request+cbor"
     RENEW_REQUEST = "application/rebadge-renew-request+cbor"
+    KEY_INTRODUCTION = "application/rebadge-key-introduction+cbor"  # wire.key_rotation
+    KEY_POSSESSION = "application/rebadge-key-possession+cbor"
+    SCAN_COMMAND = "application/rebadge-scan-command+cbor"  # wire.scan_command
 
 
 class Payload(BaseModel):
@@ -230,6 +233,11 @@ def _sign1_parts(token: bytes) -> list[Any]:
     if dumps(cbor2.CBORTag(COSE_SIGN1_TAG, list(parts))) != token:
         raise MalformedError("token is not in deterministic CBOR or has trailing bytes", field="token")
     return list(parts)
+
+
+def sign1_payload(token: bytes) -> bytes:
+    """The payload bytes of a COSE_Sign1 token, unverified: only to say what a refused token claimed."""
+    return bytes(_sign1_parts(token)[2])
 
 
 def verify(token: bytes, cls: type[P], ring: KeyRing) -> P:

@@ -102,6 +102,15 @@ class Result(StrEnum):
     IN_DOUBT = "in_doubt"
 
 
+# The word a technician reads for each outcome, on the gateway's screen and in the web console.
+RESULT_WORDS = {
+    Result.CONFIRMED: "OK",
+    Result.ALREADY_REBADGED: "DONE",
+    Result.REFUSED: "REFUSED",
+    Result.IN_DOUBT: "RESCAN",
+}
+
+
 class _Json(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -117,7 +126,7 @@ class StatusPayload(_Json):
 
 
 class ScanCommand(_Json):
-    """Ask the gateway to rebadge one SN (an MQTT scanner); `id` comes back in the event."""
+    """A scan the uplink verified (wire.scan_command) and hands to the agent's handler; `id` comes back in the event."""
 
     sn: str = Field(min_length=1, max_length=64)
     id: str | None = Field(default=None, max_length=64)

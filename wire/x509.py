@@ -1,7 +1,8 @@
 """X.509 for the broker's mTLS: the gateway's CSR and its check, and certificates signed by the platform's CA.
 
-A gateway's client certificate carries its Ed25519 gateway key and names it: the CN is the gateway id, the hex kid
-of that key, so the identity the broker checks topics against is the key the journal signs with. No I/O here.
+A gateway's client certificate carries its current Ed25519 gateway key and names the gateway: the CN is the gateway
+id (the hex kid of the gateway's first key, kept across key rotations), so the identity the broker checks topics
+against is the gateway whose current key signs the journal. No I/O here.
 """
 
 from __future__ import annotations
@@ -47,15 +48,15 @@ def check_cn(cn: str) -> str:
     return cn
 
 
-def gateway_csr(key: SigningKey) -> bytes:
-    """A PEM CSR signed by the gateway key, CN = the gateway id."""
+def gateway_csr(key: SigningKey, gw: str | None = None) -> bytes:
+    """A PEM CSR signed by the gateway key, CN = the gateway id (`gw`; by default the key's kid)."""
     private = Ed25519PrivateKey.from_private_bytes(key.seed)
-    csr = x509.CertificateSigningRequestBuilder().subject_name(_name(key.kid.hex())).sign(private, None)
+    csr = x509.CertificateSigningRequestBuilder().subject_name(_name(gw or key.kid.hex())).sign(private, None)
     return csr.public_bytes(serialization.Encoding.PEM)
 
 
-def check_gateway_csr(pem: bytes) -> PublicKey:
-    """The gateway key of a well-signed CSR whose CN is that key's gateway id; MalformedError names what is wrong."""
+def read_gateway_csr(pem: bytes) -> tuple[str, PublicKey]:
+    """The CN and Ed25519 key of a well-signed CSR with one CN; MalformedError names what is wrong."""
     try:
         csr = x509.load_pem_x509_csr(pem)
         well_signed = csr.is_signature_valid
@@ -69,10 +70,15 @@ def check_gateway_csr(pem: bytes) -> PublicKey:
     names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if len(names) != 1 or not isinstance(names[0].value, str):
         raise MalformedError("csr subject must hold exactly one common name, the gateway id", field="csr")
-    key = PublicKey(public.public_bytes_raw())
-    cn = check_cn(names[0].value)
-    if cn != key.kid.hex():
-        raise MalformedError(f"csr common name {cn!r} is not the gateway id of its key ({key.kid.hex()})", field="csr")
+    return check_cn(names[0].value), PublicKey(public.public_bytes_raw())
+
+
+def check_gateway_csr(pem: bytes, gw: str | None = None) -> PublicKey:
+    """The key of a well-signed CSR whose CN is `gw` (by default: its key's kid, a gateway's first key)."""
+    cn, key = read_gateway_csr(pem)
+    expected = gw or key.kid.hex()
+    if cn != expected:
+        raise MalformedError(f"csr common name {cn!r} is not the gateway id {expected}", field="csr")
     return key
 
 

@@ -9,6 +9,7 @@ from agent.errors import LeaseError
 from wire.errors import BadSignatureError, MalformedError, UnknownKeyError, WireError, WrongKindError
 from wire.keys import KeyRing, PublicKey
 from wire.refusals import RefusalReason
+from wire.times import utc_iso
 from wire.tokens import Certificate, Lease, LeaseBundle, decode_bundle, token_hash, verify
 
 T = TypeVar("T", Lease, Certificate)
@@ -76,13 +77,14 @@ def check_window(lease: Lease, cert: Certificate, now: float) -> None:
     """Refuse a certificate or lease outside its validity window at `now`."""
     if now < cert.nbf:
         raise LeaseError(
-            f"certificate {cert.cert_no} is not valid before {cert.nbf}", reason=RefusalReason.NOT_YET_VALID
+            f"certificate {cert.cert_no} is not valid before {utc_iso(cert.nbf)}; check the gateway's clock (NTP)",
+            reason=RefusalReason.NOT_YET_VALID,
         )
     if now >= cert.exp:
-        raise LeaseError(f"certificate {cert.cert_no} expired at {cert.exp}", reason=RefusalReason.EXPIRED)
+        raise LeaseError(f"certificate {cert.cert_no} expired at {utc_iso(cert.exp)}", reason=RefusalReason.EXPIRED)
     if now >= lease.exp:
         raise LeaseError(
-            f"lease {lease.lease_id} expired at {lease.exp}; request a new lease from the platform",
+            f"lease {lease.lease_id} expired at {utc_iso(lease.exp)}; request a new lease from the platform",
             reason=RefusalReason.EXPIRED,
         )
 

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Protocol
 
 from cryptography import x509
@@ -25,6 +22,7 @@ from agent.certs.identity import GatewayIdentity
 from agent.config import TlsConfig
 from agent.errors import RenewalError, UplinkError
 from agent.uplink.requests import Signed, signed_request
+from durable.files import write_atomically
 from wire import x509 as wx
 from wire.lease_request import RenewAnswer, RenewRequest
 
@@ -41,21 +39,6 @@ class Renewing(Protocol):
     async def request_renew(self, signed: Signed[RenewRequest], timeout: float) -> RenewAnswer:
         """Send a signed renewal request and return the platform's answer."""
         ...
-
-
-def write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Replace `path` with `data` (mode `mode`) through a file next to it: a reader never sees half a certificate."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class CertificateRenewer:
@@ -100,14 +83,19 @@ class CertificateRenewer:
         try:
             cert = x509.load_pem_x509_certificate(self.tls.cert_file.read_bytes())
         except (OSError, ValueError) as exc:
-            log.warning("cannot read %s (%s); asking for a new certificate", self.tls.cert_file, exc)
+            log.warning(
+                "mqtt.tls.cert_file %s cannot be read (%s); asking the platform for a new certificate",
+                self.tls.cert_file,
+                exc,
+            )
             return 0.0
         return cert.not_valid_after_utc.timestamp() - self.tls.renew_before_s - self._clock()
 
     async def renew(self) -> x509.Certificate:
         """Ask for a new certificate now, check it and install it; RenewalError if refused or unusable."""
         key = self.identity.key
-        signed = signed_request(RenewRequest, key, clock=self._clock, csr=wx.gateway_csr(key))
+        gw = self.identity.gw
+        signed = signed_request(RenewRequest, key, gw=gw, clock=self._clock, csr=wx.gateway_csr(key, gw))
         answer = await self._requester.request_renew(signed, self.tls.renew_timeout_s)
         if not answer.ok or answer.certificate is None:
             raise RenewalError(f"the platform refused to renew ({answer.code}): {answer.message}")

@@ -51,6 +51,7 @@ from wire.errors import MalformedError
 from wire.ids import check_pid, check_sn
 from wire.records import Record, RecordKind, close_record, record_from_cbor
 from wire.refusals import RefusalReason
+from wire.times import utc_iso
 from wire.tokens import Certificate, Lease
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,13 @@ class Journal:
             raise
         log.info("journal %s open: head seq %d, retired up to seq %d", path, chain.head_seq, chain.retired_seq)
         if acks.freeze is not None:
-            log.error("journal %s: %s (since %d: %s)", path, acks.freeze.message, acks.freeze.since, acks.freeze.reason)
+            log.error(
+                "journal %s: %s (since %s: %s)",
+                path,
+                acks.freeze.message,
+                utc_iso(acks.freeze.since),
+                acks.freeze.reason,
+            )
         return cls(
             db, path, gw, chain, leases, acks, min_free_bytes=min_free_bytes, clock_margin_s=clock_margin_s,
             clock=clock,
@@ -371,6 +378,10 @@ class Journal:
         """This SN's attempt whose outcome is not known yet (reserved or in doubt), if any."""
         rows = await self._fetch(q.OPEN_ATTEMPT_OF_SN, (sn,))
         return attempt_from_row(rows[0]) if rows else None
+
+    async def in_doubt(self, limit: int = 100) -> list[Attempt]:
+        """Attempts in doubt (a rescan settles each), oldest first, at most `limit`."""
+        return [attempt_from_row(row) for row in await self._fetch(q.IN_DOUBT_ATTEMPTS, (limit,))]
 
     async def confirmed_attempt(self, sn: str, new_pid: str) -> Attempt | None:
         """This SN's confirmed attempt to `new_pid`, if it was rebadged to it already."""

@@ -24,6 +24,7 @@ OPEN_ATTEMPT_OF_SN = f"{_ATTEMPTS} WHERE sn = ? AND {OPEN_SQL} ORDER BY id DESC 
 CONFIRMED_ATTEMPT_OF_SN = f"{_ATTEMPTS} WHERE sn = ? AND state = 'confirmed' AND new_pid = ? ORDER BY id DESC LIMIT 1"
 RESERVED_ATTEMPTS = f"{_ATTEMPTS} WHERE state = 'reserved' ORDER BY id"
 OPEN_ATTEMPTS_OF_LEASE = f"{_ATTEMPTS} WHERE lease_id = ? AND {OPEN_SQL} ORDER BY id"
+IN_DOUBT_ATTEMPTS = f"{_ATTEMPTS} WHERE state = 'in_doubt' ORDER BY id LIMIT ?"
 
 INSERT_ATTEMPT = (
     "INSERT INTO attempts (lease_id, cert_no, slot, sn, old_pid, new_pid, radio, state, grant_token, reason,"

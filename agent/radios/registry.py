@@ -12,6 +12,9 @@ from agent.errors import ConfigError
 from agent.radios.base import Radio
 from wire.device import Radio as RadioKind
 
+# The library each radio's driver imports first (checked before the agent starts: agent.config_check).
+RADIO_LIBRARIES = {RadioKind.BLE: "bleak", RadioKind.ZIGBEE: "zigpy"}
+
 
 def create_radio(kind: RadioKind, config: AgentConfig, **driver_kwargs: Any) -> Radio:
     """The driver for `kind`, configured from `config`; tests pass simulated hardware in `driver_kwargs`."""
@@ -29,8 +32,14 @@ def create_radio(kind: RadioKind, config: AgentConfig, **driver_kwargs: Any) -> 
 
             return ZigbeeRadio(config.zigbee, state_dir=config.gateway.state_dir, **driver_kwargs)
     except ImportError as exc:
-        raise ConfigError(
-            f"line.radios lists {kind.value!r} but its library is not installed ({exc.name}); "
-            f"install it with: pip install 'rebadge[{kind.value}]'"
-        ) from exc
+        raise library_missing(kind, exc.name) from exc
     raise ConfigError(f"line.radios: unknown radio {kind!r}")
+
+
+def library_missing(kind: RadioKind, module: str | None) -> ConfigError:
+    """The error for a radio whose library is not installed, naming the extra that installs it."""
+    return ConfigError(
+        f"line.radios lists {kind.value!r} but its library is not installed ({module}); "
+        f"install it from the rebadge checkout: pip install '.[{kind.value}]' (or provisioning/install.sh "
+        f"--extras {kind.value})"
+    )

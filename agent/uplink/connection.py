@@ -138,7 +138,7 @@ def make_client(
         host,
         port,
         username=config.username,
-        password=config.password,
+        password=None if config.password is None else config.password.get_secret_value(),
         identifier=identifier,
         protocol=protocol,
         will=aiomqtt.Will(will.topic, will.payload, qos=1, retain=True),

@@ -1,4 +1,4 @@
-"""The agent's MQTT uplink (DESIGN §5): records out with signed checkpoints, acks and scan commands in,
+"""The agent's MQTT uplink (docs/mqtt.md): records out with signed checkpoints, acks and scan commands in,
 status, events, progress and health for dashboards."""
 
 from __future__ import annotations
@@ -14,18 +14,18 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import ValidationError
 
 from agent.config import MqttConfig
 from agent.errors import AckTimeoutError, JournalError, RequestTimeoutError, UplinkError
 from agent.uplink import connection
 from agent.uplink.connection import LastWill, make_client, protocol_name
-from agent.uplink.discovery import discovery_configs
+from agent.uplink.discovery import HA_ONLINE, HA_PREFIX, HA_REPUBLISH_MIN_S, HA_STATUS, discovery_configs
 from agent.uplink.outbox import Outbox
 from agent.uplink.records import RecordJournal, RecordSender, SignCheckpoint, shown
 from agent.uplink.requests import Answer, PendingRequests, Signed
 from mqtt_link import ConnectionState, ReconnectPolicy, SessionRunner
 from wire import topics
+from wire.key_rotation import KeyIntroduction
 from wire.keys import KeyRing
 from wire.lease_request import (
     LeaseAnswer,
@@ -36,7 +36,9 @@ from wire.lease_request import (
     RenewRequest,
     SignedRequest,
 )
-from wire.topics import ProgressPayload, ScanCommand, ScanEvent, StatusPayload
+from wire.refusals import RefusalReason
+from wire.scan_command import CommandRefusal, NonceWindow, check_scan
+from wire.topics import ProgressPayload, Result, ScanCommand, ScanEvent, StatusPayload
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,9 @@ class Uplink:
         self.version = version
         self.timing = timing or UplinkTiming()
         self._on_scan = on_scan
+        self._issuers = issuers  # scan commands are the platform's, signed by a pinned issuer key
+        self._command_nonces = NonceWindow(not_before=int(time.time()))  # nothing from before this start
+        self._started = time.monotonic()
         self._records = RecordSender(
             journal, gw, sign_checkpoint, issuers, batch_records=config.batch_records,
             max_in_flight=self.timing.max_batches_in_flight, resend_after_s=config.resend_s,
@@ -96,11 +101,12 @@ class Uplink:
         self._protocol: aiomqtt.ProtocolVersion | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._scans: set[asyncio.Task[None]] = set()
+        self._ha_sent_at: float | None = None  # when Home Assistant's "online" last made us resend (monotonic)
         policy = ReconnectPolicy(config.reconnect_min_s, config.reconnect_max_s, healthy_after_s=config.healthy_after_s)
         self.mqtt = SessionRunner(
             f"uplink {gw}", new_client=self._new_client, greet=self._greet, serve=self._serve, policy=policy,
             connect_timeout_s=self.timing.connect_timeout_s, where=self._where(), logger=log, lost=(JournalError,),
-            retry_at_once=self._fall_back,
+            retry_at_once=self._fall_back, hint=self._hint(),
         )  # fmt: skip
 
     # -- what the rest of the agent calls -----------------------------------------------------------------------
@@ -227,6 +233,12 @@ class Uplink:
         assert isinstance(answer, RenewAnswer), "res/renew answers decode as RenewAnswer"
         return answer
 
+    async def request_rotate(self, signed: Signed[KeyIntroduction], timeout: float) -> RenewAnswer:
+        """Introduce the gateway's new key (`req/rotate`), signed by its current one; `ok` carries its certificate."""
+        answer = await self._signed(signed, timeout)
+        assert isinstance(answer, RenewAnswer), "res/rotate answers decode as RenewAnswer"
+        return answer
+
     async def _signed(self, signed: Signed[SignedRequest], timeout: float) -> Answer:
         if signed.request.gw != self.gw:
             raise UplinkError(
@@ -270,7 +282,7 @@ class Uplink:
     async def _greet(self, client: aiomqtt.Client) -> None:
         """Subscribe to acks, answers and commands, then say online (retained) so the will has something to replace."""
         self._protocol = self._protocols[0]
-        wanted = [(topics.ack(self.gw), 1), *((topic, 1) for topic in self._requests.response_topics)]
+        wanted = [(topics.ack(self.gw), 1), *((topic, 1) for topic in self._requests.response_topics), (HA_STATUS, 1)]
         if self._on_scan is not None:
             wanted.append((topics.command(self.gw, "scan"), 1))
         for topic, qos in wanted:
@@ -345,28 +357,58 @@ class Uplink:
                 await self._records.on_ack(payload, live=not message.retain)
             elif message.topic.value == scan_topic:
                 self._on_command(payload)
+            elif message.topic.value == HA_STATUS and not message.retain:
+                # A retained "online" is old news: the configs went out with this session's start anyway.
+                self._on_home_assistant(payload)
             elif (op := self._requests.op_of(message.topic.value)) is not None:
                 correlation = getattr(message.properties, "CorrelationData", None) if message.properties else None
                 self._requests.on_answer(op, payload, correlation if isinstance(correlation, bytes) else None)
             else:
                 log.debug("uplink: message on unexpected topic %s ignored", message.topic.value)
 
-    def _on_command(self, payload: bytes) -> None:
-        try:
-            cmd = ScanCommand.model_validate_json(payload)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "payload"
-            log.warning("uplink: ignoring a scan command (%s: %s): %s", where, first["msg"], shown(payload))
+    def _on_home_assistant(self, payload: bytes) -> None:
+        """Home Assistant (re)started: it may have lost its entities, so the discovery configs go out again."""
+        if payload.strip() != HA_ONLINE:
             return
+        now = time.monotonic()
+        if self._ha_sent_at is not None and now - self._ha_sent_at < HA_REPUBLISH_MIN_S:
+            log.debug("uplink: Home Assistant online again within %.0f s; configs were just sent", HA_REPUBLISH_MIN_S)
+            return
+        self._ha_sent_at = now
+        sent = self._outbox.resend_retained(f"{HA_PREFIX}/")
+        log.info("uplink: Home Assistant is online; sending its %d discovery configs again", sent)
+
+    def _on_command(self, payload: bytes) -> None:
+        """A `cmd/scan` payload: scanned only when it is the platform's signed command for this gateway, in time and
+        not seen before; anything else is answered with a REFUSED event and never scanned."""
         if self._on_scan is None or self._tg is None:
             return
-        if len(self._scans) >= self.timing.max_running_scans:
-            log.warning("%s: scan command refused: %d scans are running already", cmd.sn, len(self._scans))
+        try:
+            wall = time.time()
+            # The start as today's clock reads it: a clock NTP set right since then moves it along.
+            self._command_nonces.not_before = int(wall - (time.monotonic() - self._started))
+            cmd = check_scan(payload, self._issuers, self.gw, int(wall), self._command_nonces)
+        except CommandRefusal as refusal:
+            log.warning("uplink: %s%s", f"{refusal.sn}: " if refusal.sn else "", refusal.message)
+            log.debug("uplink: the refused command: %s", shown(payload))
+            self._refuse_command(refusal)
             return
-        task = self._tg.create_task(self._run_scan(self._on_scan, cmd), name=f"uplink {self.gw}: scan {cmd.sn}")
+        if len(self._scans) >= self.timing.max_running_scans:
+            message = f"{len(self._scans)} scans are running already; nothing was started. Scan {cmd.sn} again shortly"
+            log.warning("%s: scan command refused: %s", cmd.sn, message)
+            self._refuse_command(CommandRefusal(RefusalReason.GATEWAY_BUSY, message, cmd.sn, cmd.id))
+            return
+        verified = ScanCommand(sn=cmd.sn, id=cmd.id)
+        task = self._tg.create_task(self._run_scan(self._on_scan, verified), name=f"uplink {self.gw}: scan {cmd.sn}")
         self._scans.add(task)
         task.add_done_callback(self._scans.discard)
+
+    def _refuse_command(self, refusal: CommandRefusal) -> None:
+        event = ScanEvent(
+            sn=refusal.sn, result=Result.REFUSED, reason=refusal.reason, message=refusal.message,
+            at=int(time.time()), id=refusal.request_id,
+        )  # fmt: skip
+        self._outbox.add_event(event.model_dump_json().encode())
 
     async def _run_scan(self, on_scan: ScanHandler, cmd: ScanCommand) -> None:
         try:
@@ -392,6 +434,13 @@ class Uplink:
 
     def _will(self) -> LastWill:
         return LastWill(topics.status(self.gw), self._status("offline"))
+
+    def _hint(self) -> str:
+        where = "mqtt.socket_path" if self.config.transport == "unix" else "mqtt.host and mqtt.port"
+        return (
+            f"records wait in the journal until it is reached; start the broker, or correct {where} in the "
+            "agent's config; retries are logged at debug until the cause changes"
+        )
 
     def _where(self) -> str:
         if self.config.transport == "unix":

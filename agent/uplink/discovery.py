@@ -8,6 +8,11 @@ import re
 from wire import topics
 
 HA_PREFIX = "homeassistant"
+# Home Assistant's birth and last will: "online" when it (re)starts, the cue to send discovery configs again.
+HA_STATUS = f"{HA_PREFIX}/status"
+HA_ONLINE = b"online"
+# Another client on the broker may repeat "online": configs are sent again at most this often.
+HA_REPUBLISH_MIN_S = 10.0
 COUNTERS = ("confirmed", "in_doubt", "refused", "remaining")
 # Home Assistant allows only these characters in a discovery node or object id.
 _NOT_ID = re.compile(r"[^0-9A-Za-z_-]")

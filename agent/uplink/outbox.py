@@ -56,6 +56,13 @@ class Outbox:
         self._dirty[topic] = None
         self._wake.set()
 
+    def resend_retained(self, prefix: str) -> int:
+        """Send the kept payloads of topics under `prefix` again; how many there are."""
+        again = [topic for topic in self._retained if topic.startswith(prefix)]
+        self._dirty.update(dict.fromkeys(again))
+        self._wake.set()
+        return len(again)
+
     def has_retained(self, topic: str) -> bool:
         """Whether a payload for `topic` is kept."""
         return topic in self._retained

@@ -21,11 +21,13 @@ from agent.errors import UplinkError
 from agent.uplink.records import shown
 from wire import topics
 from wire.errors import WireError
+from wire.key_rotation import KeyIntroduction
 from wire.keys import SigningKey
 from wire.lease_request import (
     LEASE_OP,
     RELEASE_OP,
     RENEW_OP,
+    ROTATE_OP,
     LeaseAnswer,
     LeaseRequest,
     Release,
@@ -48,13 +50,16 @@ ANSWER_DECODERS: dict[str, Callable[[bytes], Answer]] = {
     LEASE_OP: lease_answer_from_cbor,
     RELEASE_OP: release_answer_from_cbor,
     RENEW_OP: renew_answer_from_cbor,
+    ROTATE_OP: renew_answer_from_cbor,  # a key introduction is answered with the new key's certificate
 }
 
 
 R = TypeVar("R", bound=SignedRequest)
 R_co = TypeVar("R_co", bound=SignedRequest, covariant=True)
 # The operation each kind of request goes out on.
-OPS: dict[type[SignedRequest], str] = {LeaseRequest: LEASE_OP, Release: RELEASE_OP, RenewRequest: RENEW_OP}
+OPS: dict[type[SignedRequest], str] = {
+    LeaseRequest: LEASE_OP, Release: RELEASE_OP, RenewRequest: RENEW_OP, KeyIntroduction: ROTATE_OP,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -71,11 +76,11 @@ class Signed(Generic[R_co]):
 
 
 def signed_request(
-    cls: type[R], key: SigningKey, *, clock: Callable[[], float] = time.time, **fields: Any
+    cls: type[R], key: SigningKey, *, gw: str, clock: Callable[[], float] = time.time, **fields: Any
 ) -> Signed[R]:
-    """A fresh request of `cls` from the gateway of `key`: an unguessable id, a fresh nonce, the gateway's time."""
+    """A fresh request of `cls` from gateway `gw`, signed by `key`: an unguessable id, a fresh nonce, its time."""
     op = OPS[cls]
-    request = cls(id=f"{op}-{secrets.token_hex(8)}", gw=key.kid.hex(), nonce=new_nonce(), at=int(clock()), **fields)
+    request = cls(id=f"{op}-{secrets.token_hex(8)}", gw=gw, nonce=new_nonce(), at=int(clock()), **fields)
     return Signed(request, sign(request, key))
 
 

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloud_bridge.api import routes
 from cloud_bridge.api.deps import API_KEY_HEADER
+from cloud_bridge.api.validation import validation_problem
 from cloud_bridge.errors import (
     AuthenticationError,
     CloudError,
@@ -22,6 +23,7 @@ from cloud_bridge.errors import (
     PermissionDeniedError,
 )
 from cloud_bridge.platform import Platform
+from cloud_bridge.scan_relay import ScanRelay
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +44,6 @@ async def _cloud_error(_request: Request, exc: Exception) -> JSONResponse:
         body["field"] = exc.field
     headers = {"WWW-Authenticate": API_KEY_HEADER} if status == 401 else None
     return JSONResponse(body, status_code=status, headers=headers)
-
-
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
-    # The first problem only, in the same {"detail", "field"} shape as every other error.
-    assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0]
-    where = [str(part) for part in first.get("loc", ()) if part not in ("body", "path", "query")]
-    detail = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
-    return JSONResponse({"detail": detail, "field": ".".join(where) or None}, status_code=422)
 
 
 async def _integrity_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -105,8 +98,8 @@ class _TooLargeError(Exception):
     pass
 
 
-def create_app(platform: Platform) -> FastAPI:
-    """The HTTP API for one platform."""
+def create_app(platform: Platform, scan_relay: ScanRelay | None = None) -> FastAPI:
+    """The HTTP API and the web console (/console) for one platform; `scan_relay` sends the console's scans."""
     app = FastAPI(
         title="rebadge platform",
         version="1",
@@ -114,10 +107,20 @@ def create_app(platform: Platform) -> FastAPI:
         f"Authenticate with the {API_KEY_HEADER} header.",
     )
     app.state.platform = platform
+    app.state.scan_relay = scan_relay
     app.add_exception_handler(CloudError, _cloud_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(RequestValidationError, validation_problem)
     app.add_middleware(BodyLimit)
     for router in routes.ROUTERS:
         app.include_router(router, prefix="/v1")
+    from cloud_bridge.console.site import install_console  # noqa: PLC0415 - the console renders the API's errors
+
+    install_console(app)
+    try:
+        from cloud_bridge.api.metrics import install_metrics  # noqa: PLC0415 - the optional metrics extra
+    except ImportError:
+        log.info("no /metrics: prometheus-client is not installed (pip install 'rebadge[metrics]')")
+    else:
+        install_metrics(app, "/v1", routes.ROUTERS)
     return app

@@ -50,6 +50,15 @@ class GatewayEventOut(Out):
     at: int
 
 
+class GatewayKeyOut(Out):
+    kid: str
+    public_key: str
+    from_seq: int = Field(description="The first journal seq whose checkpoint this key may sign.")
+    to_seq: int | None = Field(description="The last one; null while it is the gateway's current key.")
+    introduced_at: int
+    retired_at: int | None
+
+
 @ledger.post("/leases/{lease_id}/write-off")
 async def write_off(
     lease_id: Annotated[LeaseId, Path()], body: ReasonIn, actor: ActorDep, platform: PlatformDep
@@ -71,7 +80,22 @@ async def reinstate(
 
 @ledger.get("/gateways/{gw}/history")
 async def history(gw: Annotated[GatewayId, Path()], actor: ActorDep, platform: PlatformDep) -> list[GatewayEventOut]:
-    """A gateway's audit history: frozen (with the fork's seq), reinstated, leases written off."""
+    """A gateway's audit history: enrolled, renewed, key rotated (with the old key's last seq), frozen (with the
+    fork's seq), reinstated, leases written off."""
     actor.require(Role.ADMIN, Role.AUDITOR, Role.FACTORY_ADMIN)
     await platform.run(gateways.get_visible, actor, gw)
     return [GatewayEventOut.model_validate(dict(r._mapping)) for r in await platform.gateway_history(gw)]
+
+
+@ledger.get("/gateways/{gw}/keys")
+async def keys(gw: Annotated[GatewayId, Path()], actor: ActorDep, platform: PlatformDep) -> list[GatewayKeyOut]:
+    """Every key the gateway has had (key rotation), oldest first, with the journal seqs each may sign."""
+    actor.require(Role.ADMIN, Role.AUDITOR, Role.FACTORY_ADMIN)
+    await platform.run(gateways.get_visible, actor, gw)
+    return [
+        GatewayKeyOut(
+            kid=r.kid, public_key=bytes(r.public_key).hex(), from_seq=r.from_seq, to_seq=r.to_seq,
+            introduced_at=r.introduced_at, retired_at=r.retired_at,
+        )
+        for r in await platform.gateway_keys(gw)
+    ]  # fmt: skip

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from cloud_bridge.accounts import OrgKind, Role
 from cloud_bridge.activation import Verdict
@@ -10,17 +13,32 @@ from cloud_bridge.anomalies import AnomalyKind
 from cloud_bridge.certificates import PROTOCOLS
 from cloud_bridge.enrolment import MAX_VALID_S as MAX_TOKEN_VALID_S
 from cloud_bridge.enrolment import MIN_VALID_S as MIN_TOKEN_VALID_S
-from cloud_bridge.products import Stage
 from wire.ids import Pid, Sn
 
 HEX_KEY_PATTERN = r"^[0-9a-fA-F]{64}$"
 B64_PATTERN = r"^[A-Za-z0-9+/=_-]*$"
 
 
+# Control characters but tab and line breaks: PostgreSQL refuses NUL in text outright (the request would end in a
+# server error there and be stored on SQLite), and the rest (terminal escapes) would come back in the CLI's output.
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
 class Body(BaseModel):
-    """A request body: unknown fields are refused."""
+    """A request body: unknown fields are refused, and so is text with control characters, in any field."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _plain_text(cls, value: Any, info: ValidationInfo) -> Any:
+        for text in value if isinstance(value, list | tuple) else (value,):
+            if isinstance(text, str) and (found := CONTROL_CHARS.search(text)):
+                raise ValueError(
+                    f"{info.field_name} holds the control character U+{ord(found.group()):04X} at position "
+                    f"{found.start()}; send plain text (tabs and line breaks are fine)"
+                )
+        return value
 
 
 class Out(BaseModel):
@@ -72,23 +90,6 @@ class Me(Out):
     org_id: int | None
     name: str
     role: Role
-
-
-class ProductIn(Body):
-    pid: Pid
-    name: str = Field(min_length=1, max_length=128)
-    org_id: int | None = Field(default=None, ge=1, le=2**31 - 1, description="Admins only: the owner.")
-
-
-class StageIn(Body):
-    stage: Stage
-
-
-class ProductOut(Out):
-    pid: str
-    org_id: int
-    name: str
-    stage: Stage
 
 
 class ApplicationIn(Body):

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 
-from cloud_bridge import accounts, anomalies, certificates, enrolment, gateways, leases, products, requests
+from cloud_bridge import accounts, anomalies, certificates, enrolment, gateways, leases, requests
 from cloud_bridge.accounts import Actor
 from cloud_bridge.anomalies import AnomalyKind
 from cloud_bridge.api.deps import ActorDep, PlatformDep
@@ -37,13 +37,13 @@ from cloud_bridge.api.models import (
     OrgIn,
     OrgOut,
     Problem,
-    ProductIn,
-    ProductOut,
     ReleaseIn,
     ReleaseOut,
     RevokeIn,
-    StageIn,
 )
+from cloud_bridge.api.order_routes import purchase
+from cloud_bridge.api.product_routes import catalogue
+from cloud_bridge.api.scan_routes import scans
 from cloud_bridge.errors import InvalidRequestError
 from cloud_bridge.platform import Platform
 from wire.ids import CertNo, GatewayId, LeaseId, Pid
@@ -128,26 +128,6 @@ async def list_accounts(actor: ActorDep, platform: PlatformDep) -> list[AccountO
     return [AccountOut.model_validate(_row(r)) for r in await platform.run(accounts.list_accounts, actor)]
 
 
-@goods.post("/products", status_code=201)
-async def create_product(body: ProductIn, actor: ActorDep, platform: PlatformDep) -> ProductOut:
-    """Create a product, in development."""
-    await platform.run(products.create, actor, body.pid, body.name, platform.now(), org_id=body.org_id)
-    return ProductOut.model_validate(_row(await platform.run(products.get, actor, body.pid)))
-
-
-@goods.get("/products")
-async def list_products(actor: ActorDep, platform: PlatformDep) -> list[ProductOut]:
-    """Your organisation's products (buyers: those in trial or mass production)."""
-    return [ProductOut.model_validate(_row(r)) for r in await platform.run(products.list_visible, actor)]
-
-
-@goods.post("/products/{pid}/stage")
-async def set_stage(pid: PidPath, body: StageIn, actor: ActorDep, platform: PlatformDep) -> ProductOut:
-    """Move a product along development -> trial -> mass production."""
-    row = await platform.run(products.set_stage, actor, pid, body.stage, platform.now())
-    return ProductOut.model_validate(_row(row))
-
-
 async def _credentials(platform: Platform, actor: Actor, cert_no: str | None = None) -> list[CertificateOut]:
     rows = await platform.run(certificates.credentials, actor, cert_no)
     stale = await platform.run(leases.stale_holds, [r.cert_no for r in rows if r.cert_no], platform.now())
@@ -221,8 +201,9 @@ async def issue_lease(cert_no: CertNoPath, body: LeaseIn, actor: ActorDep, platf
         issuer=platform.issuer,
         now=platform.now(),
     )
+    stored = await platform.run(leases.get, lease.lease_id)  # its gateway id: not the key's kid after a rotation
     return LeaseIssued(
-        lease_id=lease.lease_id, cert_no=lease.cert_no, gw=lease.gateway_kid.hex(), slot_lo=lease.slot_lo,
+        lease_id=lease.lease_id, cert_no=lease.cert_no, gw=stored.gw, slot_lo=lease.slot_lo,
         slot_hi=lease.slot_hi, exp=lease.exp, state="active", bundle=base64.b64encode(bundle).decode(),
     )  # fmt: skip
 
@@ -307,4 +288,4 @@ async def list_anomalies(
     return [AnomalyOut.model_validate(e.model_dump()) for e in events]
 
 
-ROUTERS = (public, people, goods, line, ledger)
+ROUTERS = (public, people, catalogue, goods, line, ledger, purchase, scans)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from cloud_bridge.errors import ConfigError
@@ -23,6 +25,10 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 PG_POOL_SIZE = 10
 
 
+# user:password@ in a URL, for showing a URL that did not parse without its password.
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
 def sqlite_url(path: Path) -> str:
     """The async URL of a SQLite file."""
     return f"sqlite+aiosqlite:///{path}"
@@ -32,16 +38,18 @@ def async_url(url: str) -> str:
     """Accept plain `sqlite:///` and `postgresql://` URLs too, choosing the async driver for them."""
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+        shown = _PASSWORD_IN_URL.sub(r"\1***@", url)  # a password in it is never echoed
         raise ConfigError(
-            f"database URL {url!r} is not a URL; use sqlite:///FILE or postgresql://USER@HOST/DB"
+            f"database URL {shown!r} is not a URL; use sqlite:///FILE or postgresql://USER@HOST/DB"
         ) from exc
     drivers = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
     if parsed.drivername in drivers:
         parsed = parsed.set(drivername=drivers[parsed.drivername])
     if parsed.drivername not in drivers.values():
+        shown = parsed.render_as_string(hide_password=True)
         raise ConfigError(
-            f"database URL {url!r} uses {parsed.drivername!r}; use sqlite:///FILE or postgresql://USER@HOST/DB"
+            f"database URL {shown!r} uses {parsed.drivername!r}; use sqlite:///FILE or postgresql://USER@HOST/DB"
         )
     return parsed.render_as_string(hide_password=False)
 
@@ -74,6 +82,43 @@ def create_engine(url: str, *, foreign_keys: bool = True) -> AsyncEngine:
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     return create_async_engine(url, pool_size=PG_POOL_SIZE, pool_pre_ping=True)
+
+
+def shown_url(url: str) -> str:
+    """`url` with its password hidden, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return _PASSWORD_IN_URL.sub(r"\1***@", url)
+
+
+def _why_not(exc: BaseException, url: str, setting: str) -> str:
+    """The driver's reason in one line (SQLAlchemy wraps it; a refused TCP connect arrives as an OSError) and what
+    to do."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    if isinstance(cause, ConnectionRefusedError):
+        return f"nothing accepts connections there; start the database server, or correct {setting}"
+    if isinstance(cause, socket.gaierror):
+        return f"its host is not found ({cause.strerror}); correct the host in {setting}"
+    lines = str(cause).strip().splitlines()
+    reason = lines[0] if lines else type(cause).__name__
+    if url.startswith("sqlite"):
+        return f"{reason}; its folder must exist and be writable by this user, or correct {setting}"
+    return f"{reason}; correct {setting}, or create the database or role it names"
+
+
+async def check_reachable(url: str, setting: str) -> None:
+    """Connect once, so a wrong URL or a server that is down is told in one line naming `setting`."""
+    engine = create_engine(url)
+    try:
+        async with engine.connect():
+            pass
+    except (OSError, DBAPIError) as exc:
+        raise ConfigError(
+            f"cannot open the database {shown_url(url)} ({setting}): {_why_not(exc, url, setting)}"
+        ) from exc
+    finally:
+        await engine.dispose()
 
 
 def _upgrade(connection: Connection, revision: str) -> None:

@@ -49,6 +49,18 @@ accounts = Table(
     Column("key_prefix", String(12), nullable=False),  # shown in lists, so people can tell keys apart
     Column("disabled", Boolean, nullable=False, default=False),
     Column("created_at", BigInteger, nullable=False),
+    Column("password_hash", String(255), nullable=True),  # the console's login (scrypt); None: API key only
+)
+
+# The console's logins (docs/console.md): a session is its cookie's SHA-256, ended by logout or by its expiry.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("token_hash", LargeBinary(32), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("csrf", String(64), nullable=False),  # the token every form of the session carries
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
 )
 
 products = Table(
@@ -60,6 +72,48 @@ products = Table(
     Column("stage", String(16), nullable=False),  # development, trial, mass
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    # What the product is (cloud_bridge/products.py, docs/products.md). The protocol fixes the PID's length.
+    Column("model_no", String(64), nullable=False),  # the owner's internal model number, unique per owner
+    Column("protocol", String(8), nullable=False),  # wifi, ble, zigbee
+    Column("firmware", String(8), nullable=False),  # oem, mcu, custom
+    Column("firmware_version", String(32), nullable=False, default=""),
+    Column("data_points", Text, nullable=False, default="[]"),  # canonical JSON list
+    Column("panel", String(128), nullable=False, default=""),
+    Column("module", String(64), nullable=False, default=""),
+    Column("services", Text, nullable=False, default=""),  # enabled services, comma-separated, sorted
+    # Whose the finished goods' data is (the owner, or the customer of an OEM link's factory).
+    Column("data_owner", Integer, ForeignKey("organisations.id"), nullable=False),
+    # A product made from an OEM link: the factory organisation that manages it, and the product it copies.
+    Column("managed_by", Integer, ForeignKey("organisations.id"), index=True),
+    Column("source_pid", String(16)),
+    UniqueConstraint("org_id", "model_no", name="uq_products_org_model"),
+)
+
+# Every PID the platform ever issued, kept after its product is deleted, so no PID is issued twice.
+issued_pids = Table(
+    "issued_pids",
+    metadata,
+    Column("pid", String(16), primary_key=True),
+    Column("org_id", Integer, ForeignKey("organisations.id"), nullable=False),
+    Column("issued_at", BigInteger, nullable=False),
+    Column("deleted_at", BigInteger),
+)
+
+# OEM links: a factory's single-use, expiring invitation to copy one of its products to a customer; stored as
+# SHA-256 of the token only.
+oem_links = Table(
+    "oem_links",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("token_hash", LargeBinary(32), unique=True, nullable=False),
+    Column("pid", String(16), ForeignKey("products.pid"), nullable=False, index=True),  # the factory's product
+    Column("org_id", Integer, ForeignKey("organisations.id"), nullable=False, index=True),  # the factory
+    Column("created_by", Integer, ForeignKey("accounts.id")),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("used_at", BigInteger),
+    Column("used_by", Integer, ForeignKey("accounts.id")),
+    Column("new_pid", String(16), ForeignKey("products.pid")),  # the customer's product it made
 )
 
 issuer_keys = Table(
@@ -104,8 +158,8 @@ certificates = Table(
 gateways = Table(
     "gateways",
     metadata,
-    Column("gw", String(16), primary_key=True),  # hex of the gateway key's kid
-    Column("public_key", LargeBinary(32), unique=True, nullable=False),
+    Column("gw", String(16), primary_key=True),  # hex of the kid of the key it registered with
+    Column("public_key", LargeBinary(32), nullable=False),  # its current key; unique in gateway_keys
     Column("name", String(128), nullable=False, default=""),
     Column("revoked", Boolean, nullable=False, default=False),
     Column("registered_at", BigInteger, nullable=False),
@@ -114,6 +168,21 @@ gateways = Table(
     # A fork froze the gateway: no leases, no spends at or after `frozen_seq` count, until an admin reinstates it.
     Column("frozen_at", BigInteger),
     Column("frozen_seq", BigInteger),
+)
+
+# Every key a gateway has had (docs/enrolment.md, "Key rotation"): a key may sign checkpoints of seqs
+# [from_seq, to_seq]; to_seq is None while it is the current one (which gateways.public_key also holds).
+gateway_keys = Table(
+    "gateway_keys",
+    metadata,
+    Column("kid", String(16), primary_key=True),  # hex of wire.keys.kid_of
+    Column("gw", String(16), ForeignKey("gateways.gw"), nullable=False, index=True),
+    Column("public_key", LargeBinary(32), unique=True, nullable=False),
+    Column("from_seq", BigInteger, nullable=False),
+    Column("to_seq", BigInteger),
+    Column("introduced_at", BigInteger, nullable=False),
+    Column("retired_at", BigInteger),
+    Column("introduction", LargeBinary),  # the signed wire.key_rotation.KeyIntroduction; None: the enrolled key
 )
 
 # What happened to a gateway, for audit: frozen (with the fork's seq), reinstated, lease written off.
@@ -292,6 +361,82 @@ anomalies = Table(
     Column("at", BigInteger, nullable=False),
 )
 
+# The purchase module (cloud_bridge/orders.py). An organisation a platform admin certified may order.
+enterprise_certifications = Table(
+    "enterprise_certifications",
+    metadata,
+    Column("org_id", Integer, ForeignKey("organisations.id"), primary_key=True),
+    Column("certified_by", String(128), nullable=False),
+    Column("note", Text, nullable=False, default=""),
+    Column("certified_at", BigInteger, nullable=False),
+)
+
+# Who may order which product: kind "buyer" (bulk orders, services) or "rnd" (R&D staff: development orders too).
+order_grants = Table(
+    "order_grants",
+    metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id"), primary_key=True),
+    Column("pid", String(16), ForeignKey("products.pid"), primary_key=True),
+    Column("kind", String(8), primary_key=True),
+    Column("granted_by", String(128), nullable=False),
+    Column("granted_at", BigInteger, nullable=False),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("order_no", String(12), unique=True),  # "OR" + the id, set in the same transaction
+    Column("org_id", Integer, ForeignKey("organisations.id"), nullable=False, index=True),  # who orders
+    Column("pid", String(16), ForeignKey("products.pid"), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),  # rnd_product, debug_module, bulk, value_added
+    Column("stage", String(16), nullable=False),  # the product's stage at submission
+    Column("quantity", Integer, nullable=False),
+    Column("service", String(128), nullable=False, default=""),  # value-added orders: which service
+    Column("snapshot", Text, nullable=False),  # the product's configuration at submission, canonical JSON
+    # SHA-256 of the snapshot with the PO, model and material numbers: an order repeating it is warned about.
+    Column("fingerprint", LargeBinary(32), nullable=False),
+    Column("po_no", String(64), nullable=False),
+    Column("batch_no", String(64), nullable=False, default=""),
+    Column("model_no", String(64), nullable=False),
+    Column("material_no", String(64), nullable=False),
+    Column("delivery_address", Text, nullable=False, default=""),
+    Column("invoice_title", String(128), nullable=False, default=""),
+    Column("invoice_tax_no", String(64), nullable=False, default=""),
+    Column("state", String(16), nullable=False),
+    Column("revision", Integer, nullable=False, default=0),  # +1 on every step: two racing steps, one wins
+    Column("price_cents", BigInteger),
+    Column("currency", String(3)),
+    Column("software_version", String(64)),
+    Column("contract_no", String(64)),
+    Column("pay_method", String(8)),  # online or offline: one order never mixes them
+    Column("paid_cents", BigInteger, nullable=False, default=0),
+    Column("ship_batches", Text),  # batch numbers shipped, comma-separated
+    Column("carrier", String(64)),
+    Column("tracking_no", String(64)),
+    Column("invoice_no", String(64)),
+    Column("cert_no", String(12), ForeignKey("certificates.cert_no"), unique=True),  # the certificate applied for it
+    Column("created_by", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index("ix_orders_org_fingerprint", "org_id", "fingerprint"),
+)
+
+# Every step of an order, for audit and the order's history page.
+order_events = Table(
+    "order_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("order_id", Integer, ForeignKey("orders.id"), nullable=False, index=True),
+    Column("action", String(24), nullable=False),
+    Column("from_state", String(16), nullable=False),
+    Column("to_state", String(16), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("detail", Text, nullable=False, default=""),  # what the step recorded, JSON
+    Column("at", BigInteger, nullable=False),
+)
+
 __all__ = [
     "accounts",
     "activations",
@@ -299,14 +444,21 @@ __all__ = [
     "cert_counts",
     "certificates",
     "confirmations",
+    "console_sessions",
     "enrolment_tokens",
+    "enterprise_certifications",
     "forked_records",
     "gateway_events",
     "gateway_heads",
     "gateways",
+    "issued_pids",
     "issuer_keys",
     "leases",
     "metadata",
+    "oem_links",
+    "order_events",
+    "order_grants",
+    "orders",
     "organisations",
     "products",
     "records",

@@ -75,13 +75,13 @@ class BleRadio(Radio):
         self._probing: set[str] = set()
         self._started = False
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         """Start scanning in the background, so goods are known before their SN is scanned."""
         if not self._started:
             await self._acquire_scanner()
             self._started = True
 
-    async def stop(self) -> None:
+    async def _stop(self) -> None:
         """Stop the background scan."""
         if self._started:
             self._started = False
@@ -192,7 +192,10 @@ class BleRadio(Radio):
                     async with asyncio.timeout(SCANNER_TIMEOUT_S):
                         await scanner.start()
                 except (*BLEAK_IO_ERRORS, TimeoutError) as exc:
-                    raise RadioError(f"BLE adapter {self.config.adapter} cannot scan: {exc!r}") from exc
+                    raise RadioError(
+                        f"BLE adapter {self.config.adapter} cannot scan: {exc!r}; check that BlueZ (bluetoothd) "
+                        "runs and has this adapter ('bluetoothctl list' shows them), or set ble.adapter to one it has"
+                    ) from exc
                 self._scanner = scanner
             self._scan_users += 1
 

@@ -35,7 +35,7 @@ def join_command(config: WifiConfig, sn: str, nmcli: str = "nmcli") -> list[str]
         ap_ssid(config, sn),
     ]
     if config.ap_password is not None:
-        cmd += ["password", config.ap_password]
+        cmd += ["password", config.ap_password.get_secret_value()]
     if config.ap_interface is not None:
         cmd += ["ifname", config.ap_interface]
     return cmd

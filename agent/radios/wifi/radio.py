@@ -4,11 +4,12 @@ talks to them over TCP in 55AA frames."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import Mapping
 
 from agent.config import WifiConfig
-from agent.errors import DeviceNotFoundError
+from agent.errors import DeviceNotFoundError, RadioStartError
 from agent.radios.base import Radio
 from agent.radios.wifi.ap import join_access_point
 from agent.radios.wifi.discovery import DeviceTable, DiscoveryProtocol, Sighting
@@ -53,21 +54,50 @@ class WifiRadio(Radio):
         host, port = self._transport.get_extra_info("sockname")[:2]
         return str(host), int(port)
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         """Listen for announcements (not in AP mode: there is no shared network to announce on)."""
         if self.config.ap_mode or self._transport is not None:
             return
         if self.table.closed:
             self.table = DeviceTable(self.config.announce_ttl_s)
         loop = asyncio.get_running_loop()
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: DiscoveryProtocol(self.table),
-            local_addr=(self.config.bind_address, self.config.discovery_port),
-        )
+        where = f"{self.config.bind_address}:{self.config.discovery_port}"
+        try:
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: DiscoveryProtocol(self.table),
+                local_addr=(self.config.bind_address, self.config.discovery_port),
+            )
+        except OSError as exc:
+            raise self._bind_error(where, exc) from exc
         self._transport, self._protocol = transport, protocol
         log.info("wifi: listening for announcements on %s:%d", *self.discovery_address or ("?", 0))
 
-    async def stop(self) -> None:
+    def _bind_error(self, where: str, exc: OSError) -> RadioStartError:
+        """The discovery listener could not bind, in words that name the setting and what to do."""
+        port = self.config.discovery_port
+        if exc.errno == errno.EADDRINUSE:
+            # Transient: the program holding it (often an agent still stopping) may let go; retried with backoff.
+            return RadioStartError(
+                f"wifi: UDP port {port} (wifi.discovery_port) is in use on {self.config.bind_address} by another "
+                f"program; stop it (is another rebadge agent running? 'ss -ulpn sport = :{port}' shows who holds it) "
+                "or set wifi.discovery_port to the port your goods announce to",
+                permanent=False,
+            )
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return RadioStartError(
+                f"wifi: no permission to listen on UDP {where} (wifi.discovery_port); use a port above 1023 or "
+                "give the agent CAP_NET_BIND_SERVICE",
+                permanent=True,
+            )
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return RadioStartError(
+                f"wifi: wifi.bind_address {self.config.bind_address!r} is not an address of this machine; set it "
+                'to one of its addresses, or "0.0.0.0"',
+                permanent=True,
+            )
+        return RadioStartError(f"wifi: cannot listen for announcements on UDP {where}: {exc}", permanent=False)
+
+    async def _stop(self) -> None:
         """Stop listening, fail pending waits and close every open link."""
         self.table.close()
         if self._transport is not None and self._protocol is not None:

@@ -24,7 +24,15 @@ from zigpy.device import BaseDevice, ZigbeeDevice
 from zigpy.zcl.clusters.general import Basic
 
 from agent.config import ZigbeeConfig
-from agent.errors import ConfigError, DeviceNotFoundError, DeviceTimeoutError, LinkLostError, ProtocolError, RadioError
+from agent.errors import (
+    ConfigError,
+    DeviceNotFoundError,
+    DeviceTimeoutError,
+    LinkLostError,
+    ProtocolError,
+    RadioError,
+    RadioStartError,
+)
 from agent.radios.base import INFO_TIMEOUT, DeviceLink, Radio
 from agent.radios.zigbee.channel import DeviceChannel
 from agent.radios.zigbee.cluster import RebadgeCluster
@@ -67,7 +75,8 @@ def controller_class(radio_type: str) -> type[ControllerApplication]:
     except ImportError as exc:
         raise ConfigError(
             f"zigbee.radio_type {radio_type!r} needs {module_name.partition('.')[0]}, which is not installed "
-            f"({exc.name}); install it with: pip install 'rebadge[{extra}]'"
+            f"({exc.name}); install it from the rebadge checkout: pip install '.[{extra}]' "
+            f"(or provisioning/install.sh --extras zigbee,{extra})"
         ) from exc
     cls = getattr(module, "ControllerApplication", None)
     if not (isinstance(cls, type) and issubclass(cls, ControllerApplication)):
@@ -146,7 +155,7 @@ class ZigbeeRadio(Radio):
         }
         return _merge(base, self._app_config)
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         """Open the coordinator and start (or form) the network."""
         if self.app is not None:
             return
@@ -158,20 +167,23 @@ class ZigbeeRadio(Radio):
             async with asyncio.timeout(STARTUP_TIMEOUT):
                 app = await self.app_class.new(zconfig, start_radio=False)
         except Exception as exc:  # a radio library fails in its own ways; the gateway reports them and runs on
-            raise RadioError(f"zigbee: the {where} could not be set up: {exc!r}") from exc
+            # zigpy checks its config and opens its database here: trying again cannot help.
+            raise RadioStartError(f"zigbee: the {where} could not be set up: {exc!r}", permanent=True) from exc
         try:
             async with asyncio.timeout(STARTUP_TIMEOUT):
                 await app.startup(auto_form=True)
         except Exception as exc:
             await self._shutdown(app)  # zigpy leaves its database open when startup fails
+            # A stick unplugged, busy or slow to answer may come back: these are retried with backoff.
             if isinstance(exc, TimeoutError):
-                raise RadioError(f"zigbee: the {where} did not start within {STARTUP_TIMEOUT:.0f}s") from exc
-            raise RadioError(f"zigbee: the {where} did not start: {exc}") from exc
+                message = f"zigbee: the {where} did not start within {STARTUP_TIMEOUT:.0f}s"
+                raise RadioStartError(message, permanent=False) from exc
+            raise RadioStartError(f"zigbee: the {where} did not start: {exc}", permanent=False) from exc
         app.add_listener(self)
         self.app = app
         log.info("zigbee: %s started with %d known device(s)", where, len(app.devices) - 1)
 
-    async def stop(self) -> None:
+    async def _stop(self) -> None:
         """Shut zigpy down (its tasks, the serial port, the database)."""
         app, self.app = self.app, None
         if app is None:
