@@ -122,6 +122,20 @@ async def get_org(conn: AsyncConnection, org_id: int) -> Row[Any]:
     return row
 
 
+async def factory_of(conn: AsyncConnection, actor: Actor, org_id: int | None, what: str) -> int:
+    """The factory `what` belongs to: the one an admin names, else the actor's own (only factories hold those roles)."""
+    if actor.role != Role.ADMIN:
+        if org_id is not None and org_id != actor.org_id:
+            raise PermissionDeniedError(f"only a platform admin names the factory ({org_id}) {what} belongs to")
+        assert actor.org_id is not None  # every account but the platform's own admins is in an organisation
+        return actor.org_id
+    if org_id is None:
+        raise InvalidRequestError(f"an admin must name the factory {what} belongs to", field="org_id")
+    if (await get_org(conn, org_id)).kind != OrgKind.FACTORY.value:
+        raise InvalidRequestError(f"organisation {org_id} is not a factory; name a factory for {what}", field="org_id")
+    return org_id
+
+
 async def org_named(conn: AsyncConnection, name: str) -> Row[Any]:
     """The organisation called `name`; NotFoundError names it."""
     row = (await conn.execute(select(organisations).where(organisations.c.name == name))).first()

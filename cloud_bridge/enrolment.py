@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloud_bridge import accounts, gateways
-from cloud_bridge.accounts import Actor, OrgKind, Role
+from cloud_bridge.accounts import Actor, Role
 from cloud_bridge.ca import CertificateAuthority
 from cloud_bridge.errors import ConflictError, InvalidRequestError, PermissionDeniedError
 from cloud_bridge.store.schema import enrolment_tokens
@@ -41,14 +41,6 @@ class Enrolled:
     not_after: int
 
 
-def _owner(actor: Actor, org_id: int | None) -> int:
-    if actor.role == Role.ADMIN and org_id is not None:
-        return org_id
-    if actor.org_id is None or actor.role == Role.ADMIN:
-        raise InvalidRequestError("an admin must name the factory the token enrols gateways for", field="org_id")
-    return actor.org_id
-
-
 async def create_token(
     conn: AsyncConnection, actor: Actor, line: str, valid_s: int, now: int, *, org_id: int | None = None
 ) -> tuple[str, int]:
@@ -58,9 +50,7 @@ async def create_token(
         raise InvalidRequestError(f"valid_s {valid_s} must be {MIN_VALID_S} to {MAX_VALID_S}", field="valid_s")
     if len(line) > 128:
         raise InvalidRequestError(f"line name is {len(line)} characters; use at most 128", field="line")
-    owner = _owner(actor, org_id)
-    if (await accounts.get_org(conn, owner)).kind != OrgKind.FACTORY.value:
-        raise InvalidRequestError(f"organisation {owner} is not a factory; gateways enrol to factories", field="org_id")
+    owner = await accounts.factory_of(conn, actor, org_id, "the enrolled gateways")
     token = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_RANDOM_BYTES)
     expires_at = now + valid_s
     await conn.execute(

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cloud_bridge import accounts
 from cloud_bridge.accounts import Actor, Role
 from cloud_bridge.errors import ConflictError, InvalidRequestError, NotFoundError
 from cloud_bridge.store.schema import gateway_events, gateway_heads, gateway_keys, gateways, records
@@ -63,10 +64,11 @@ async def get(conn: AsyncConnection, gw: str) -> Row[Any]:
     return row
 
 
-async def register(conn: AsyncConnection, key: PublicKey, name: str, now: int) -> str:
-    """Register `key` (idempotent: a known key keeps its name and revocation); return its gateway id.
+async def register(conn: AsyncConnection, key: PublicKey, name: str, now: int, *, org_id: int | None = None) -> str:
+    """Register `key` to factory `org_id` (idempotent: a known key keeps its name, factory and revocation).
 
-    A gateway's current key after a rotation names that gateway; a key a rotation retired is refused.
+    A gateway's current key after a rotation names that gateway; a key a rotation retired is refused. A gateway
+    of no factory leases no factory's certificate.
     """
     owner = await key_owner(conn, key)
     if owner is not None:
@@ -77,7 +79,9 @@ async def register(conn: AsyncConnection, key: PublicKey, name: str, now: int) -
             )
         return owner.gw
     gw = gw_id(key)
-    await conn.execute(gateways.insert().values(gw=gw, public_key=key.raw, name=name, revoked=False, registered_at=now))
+    await conn.execute(
+        gateways.insert().values(gw=gw, public_key=key.raw, name=name, org_id=org_id, revoked=False, registered_at=now)
+    )
     await conn.execute(gateway_heads.insert().values(gw=gw, seq=0, head=GENESIS, updated_at=now))
     await conn.execute(
         gateway_keys.insert().values(kid=key.kid.hex(), gw=gw, public_key=key.raw, from_seq=0, introduced_at=now)
@@ -236,22 +240,33 @@ async def revoke(conn: AsyncConnection, gw: str, now: int) -> None:
     log.warning("revoked gateway %s", gw)
 
 
-async def register_as(conn: AsyncConnection, actor: Actor, key: PublicKey, name: str, now: int) -> str:
-    """Register a gateway key for the actor's organisation; a key of another organisation is refused."""
+async def register_as(
+    conn: AsyncConnection, actor: Actor, key: PublicKey, name: str, now: int, *, org_id: int | None = None
+) -> str:
+    """Register a gateway key to the actor's factory (an admin names it); a key of another factory is refused.
+
+    An admin naming the factory of a gateway that has none (registered by the platform itself) gives it that factory.
+    """
     actor.require(Role.ADMIN, Role.FACTORY_ADMIN, Role.TECHNICIAN)
     if len(name) > 128:
         raise InvalidRequestError(f"gateway name is {len(name)} characters; use at most 128", field="name")
+    factory = await accounts.factory_of(conn, actor, org_id, "the gateway")
     owner = await key_owner(conn, key)
-    if owner is not None:
-        row = await get(conn, owner.gw)
-        if row.org_id != actor.org_id and actor.role != Role.ADMIN:  # the same answer whoever holds the key
+    if owner is None:
+        return await register(conn, key, name, now, org_id=factory)
+    row = await get(conn, owner.gw)
+    gw = await register(conn, key, name, now)  # refuses a retired key
+    if row.org_id is None and actor.role == Role.ADMIN:
+        await conn.execute(update(gateways).where(gateways.c.gw == gw).values(org_id=factory))
+        log.info("gateway %s given to factory %d by %s", gw, factory, actor.name)
+    elif row.org_id != factory:
+        if actor.role == Role.ADMIN:  # staff see every organisation: the answer may name it
             raise ConflictError(
-                f"gateway key {key.kid.hex()} cannot be registered to your organisation; make a new gateway key"
+                f"gateway {gw} belongs to organisation {row.org_id}, not {factory}; a gateway stays with its factory"
             )
-        return await register(conn, key, name, now)  # refuses a retired key
-    gw = await register(conn, key, name, now)
-    if actor.org_id is not None:
-        await conn.execute(update(gateways).where(gateways.c.gw == gw).values(org_id=actor.org_id))
+        raise ConflictError(  # the same answer whoever holds the key
+            f"gateway key {key.kid.hex()} cannot be registered to your organisation; make a new gateway key"
+        )
     return gw
 
 

@@ -136,6 +136,11 @@ async def issue(
             gw=gateway_row.gw,
         )
     cert = await certificates.get(conn, cert_no, lock=True)
+    if cert.org_id != gateway_row.org_id:  # a gateway spends only its own factory's certificates
+        raise ConflictError(
+            f"certificate {cert_no} is not a certificate of gateway {gw}'s factory; lease it to a gateway of the "
+            "factory that applied for it"
+        )
     if cert.status != Status.APPROVED:
         raise ConflictError(f"certificate {cert_no} is {cert.status}; leases come only from an approved certificate")
     if now >= cert.exp:
@@ -368,7 +373,9 @@ async def issue_as(
     """A factory admin or technician leases slots of one of their certificates to one of their gateways."""
     actor.require(Role.ADMIN, Role.FACTORY_ADMIN, Role.TECHNICIAN)
     await certificates.credentials(conn, actor, cert_no)  # NotFoundError unless the actor may see it
-    await gateways.register_as(conn, actor, gateway, "", now)
+    # An admin's new gateway joins the certificate's factory; anyone else's joins their own.
+    factory = (await certificates.get(conn, cert_no)).org_id if actor.role == Role.ADMIN else None
+    await gateways.register_as(conn, actor, gateway, "", now, org_id=factory)
     return await issue(conn, cert_no, gateway, slots, valid_s=valid_s, policy=policy, issuer=issuer, now=now)
 
 

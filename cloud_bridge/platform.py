@@ -166,10 +166,14 @@ class Platform:
             await seed.factory_with_products(conn, factory, (original_pid, new_pid), self.now())
             return await certificates.issue_as(conn, actor, factory, application, issuer=self.issuer, now=self.now())
 
-    async def register_gateway(self, key: PublicKey, name: str = "") -> str:
-        """Register a gateway key (idempotent); return its gateway id."""
+    async def register_gateway(self, key: PublicKey, name: str = "", *, factory: str | None = None) -> str:
+        """Register a gateway key to the factory named `factory` (idempotent); return its gateway id.
+
+        A gateway of no factory leases no factory's certificate.
+        """
         async with self.engine.begin() as conn:
-            return await gateways.register(conn, key, name, self.now())
+            org_id = None if factory is None else int((await accounts.org_named(conn, factory)).id)
+            return await gateways.register(conn, key, name, self.now(), org_id=org_id)
 
     async def enrol(self, token: str, csr: bytes) -> enrolment.Enrolled:
         """Exchange a one-time enrolment token and a gateway's CSR for its client certificate."""
@@ -187,19 +191,14 @@ class Platform:
     async def issue_lease(
         self, cert_no: str, gateway: PublicKey, slots: int, *, valid_s: int | None = None
     ) -> tuple[Lease, bytes, bytes]:
-        """Lease up to `slots` free slots of a certificate to a gateway; return (lease, token, bundle bytes)."""
-        async with self.engine.begin() as conn:
-            await gateways.register(conn, gateway, "", self.now())
-            return await leases.issue(
-                conn,
-                cert_no,
-                gateway,
-                slots,
-                valid_s=valid_s,
-                policy=self.policy,
-                issuer=self.issuer,
-                now=self.now(),
-            )
+        """Lease up to `slots` free slots of a certificate to a gateway, as an admin would: (lease, token, bundle).
+
+        A new gateway (or one of no factory) is registered to the certificate's factory.
+        """
+        return await self.run(
+            leases.issue_as, accounts.SYSTEM, cert_no, gateway, slots,
+            valid_s=valid_s, policy=self.policy, issuer=self.issuer, now=self.now(),
+        )  # fmt: skip
 
     async def answer_lease(self, gw: str, payload: bytes) -> LeaseAnswer:
         """Answer a gateway's `req/lease` payload."""

@@ -181,7 +181,7 @@ async def answer_lease(
     try:
         row = await _gateway(conn, gw)
         cert = await certificates.get(conn, request.cert_no)
-        if row.org_id is not None and cert.org_id is not None and cert.org_id != row.org_id:
+        if cert.org_id != row.org_id:  # the same answer as for a certificate that does not exist
             raise NotFoundError(f"certificate {request.cert_no!r} does not exist", what="certificate", key="")
         # Bound to the key that signed the request, not the row's key read now: a rotation committed since the
         # request was verified makes leases.issue refuse it under the gateway lock, instead of leasing to the new key.

@@ -139,7 +139,7 @@ async def make_rig(
         factory="F1", original_pid=ORIGINAL_PID, new_pid=NEW_PID, quantity=quantity
     )
     identity = GatewayIdentity.load_or_create(state_dir)
-    await platform.register_gateway(identity.public, "line 1")
+    await platform.register_gateway(identity.public, "line 1", factory="F1")
     journal = await Journal.open(state_dir / JOURNAL_FILE, identity.gw)
 
     def sign_checkpoint(seq: int, head: bytes) -> bytes:
@@ -461,7 +461,7 @@ async def test_a_request_with_nobody_listening_times_out(rig: Rig) -> None:
 async def test_the_agent_service_asks_for_its_first_lease_by_itself(broker: PrivateBroker, tmp_path: Path) -> None:
     async with running_cloud(tmp_path, broker, quantity=10) as cloud:
         gateway = Gateway.create(tmp_path, cloud.issuer, broker)
-        await cloud.platform.register_gateway(gateway.identity.public)
+        await cloud.platform.register_gateway(gateway.identity.public, factory="e2e-factory")
         gateway.settings["lease"] = {**KEEPER, "cert_no": cloud.cert.cert_no, "request_slots": 6}
         async with running_agent(gateway.config) as agent:
             await until(lambda: _holds(agent.journal, cloud.cert.cert_no))
@@ -495,7 +495,7 @@ async def test_request_lease_cli_end_to_end(platform: Platform, broker: PrivateB
     config = write_config(tmp_path / "agent.toml", state_dir, platform.issuer, broker)
     async with worker_on(platform, broker):
         unknown = await cli("request-lease", "-c", str(config), "--cert", cert.cert_no, "--slots", "3")
-        await platform.register_gateway(identity.public)
+        await platform.register_gateway(identity.public, factory="F1")
         got = await cli("request-lease", "-c", str(config), "--cert", cert.cert_no, "--slots", "3")
         rest = await cli("request-lease", "-c", str(config), "--cert", cert.cert_no, "--slots", "3")
         empty = await cli("request-lease", "-c", str(config), "--cert", cert.cert_no, "--slots", "3")
@@ -529,7 +529,7 @@ async def test_release_lease_cli_hands_unspent_slots_back_to_the_real_platform(
     cert, _ = await platform.issue_certificate(factory="F1", original_pid=ORIGINAL_PID, new_pid=NEW_PID, quantity=5)
     state_dir = tmp_path / "gw"
     identity = GatewayIdentity.load_or_create(state_dir)
-    await platform.register_gateway(identity.public)
+    await platform.register_gateway(identity.public, factory="F1")
     config = write_config(tmp_path / "agent.toml", state_dir, platform.issuer, broker)
     async with worker_on(platform, broker):
         got = await cli("request-lease", "-c", str(config), "--cert", cert.cert_no, "--slots", "5")

@@ -272,7 +272,8 @@ async def _release(w: World) -> tuple[str, Any]:
 
 
 async def _register(w: World) -> tuple[str, Any]:
-    return "/gateways", {"public_key": SigningKey.generate().public.raw.hex(), "name": "line 2"}
+    key = SigningKey.generate().public.raw.hex()
+    return "/gateways", {"public_key": key, "name": "line 2", "org_id": w.org["factory"]}  # admins name it
 
 
 async def _revoke_gateway(w: World) -> tuple[str, Any]:

@@ -88,7 +88,7 @@ async def test_lease_requests_are_signed_fresh_and_never_replayed(platform: Plat
     assert (await _ask_lease(platform, j.gw, j.request(LeaseRequest, cert_no=cert_no, slots=5)))[0] == (
         AnswerCode.UNKNOWN_GATEWAY
     )
-    await platform.register_gateway(j.key.public, "line 1")
+    await platform.register_gateway(j.key.public, "line 1", factory="F1")
     token = j.request(LeaseRequest, cert_no=cert_no, slots=80)
     ok = lease_answer_from_cbor((await platform.answer_lease(j.gw, token)).to_cbor())
     assert ok.ok
@@ -102,7 +102,7 @@ async def test_lease_requests_are_signed_fresh_and_never_replayed(platform: Plat
     stranger = j.request(LeaseRequest, cert_no=cert_no, slots=5, key=SigningKey.generate())
     assert (await _ask_lease(platform, j.gw, stranger))[0] == AnswerCode.BAD_SIGNATURE
     other = Journal()
-    await platform.register_gateway(other.key.public)
+    await platform.register_gateway(other.key.public, factory="F1")
     on_other_topic = other.request(LeaseRequest, cert_no=cert_no, slots=5)
     assert (await _ask_lease(platform, j.gw, on_other_topic))[0] == AnswerCode.BAD_SIGNATURE
     code, message = await _ask_lease(
@@ -178,7 +178,7 @@ async def test_expiry_returns_nothing_and_an_offline_line_still_counts(platform:
         j.confirm(lease.lease_id, slot, f"SN000{slot}")  # while the broker is down
     clock.t = lease.exp + 86_400  # a day past expiry: nothing comes back
     second = Journal()
-    await platform.register_gateway(second.key.public)
+    await platform.register_gateway(second.key.public, factory="F1")
     code, message = await _ask_lease(
         platform, second.gw, second.request(LeaseRequest, cert_no=cert_no, slots=4, at=int(clock.t))
     )

@@ -254,7 +254,7 @@ async def test_worker_reconnects_after_a_broker_restart(platform: Platform, brok
 async def test_lease_request_over_mqtt_is_answered_with_a_lease_file(platform: Platform, broker: PrivateBroker) -> None:
     cert, _ = await platform.issue_certificate(factory="F1", original_pid=OLD_PID, new_pid=NEW_PID, quantity=10)
     gateway = SigningKey.generate()
-    gw = await platform.register_gateway(gateway.public)
+    gw = await platform.register_gateway(gateway.public, factory="F1")
     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     props.CorrelationData = b"corr-1"
     async with (

@@ -165,6 +165,9 @@ class ReleaseOut(Out):
 class GatewayIn(Body):
     public_key: str = Field(pattern=HEX_KEY_PATTERN)
     name: str = Field(default="", max_length=128)
+    org_id: int | None = Field(
+        default=None, ge=1, le=2**31 - 1, description="Admins only, and then required: the gateway's factory."
+    )
 
 
 class EnrolmentTokenIn(Body):

@@ -223,10 +223,9 @@ async def release(lease_id: LeaseIdPath, body: ReleaseIn, actor: ActorDep, platf
 
 @line.post("/gateways", status_code=201)
 async def register_gateway(body: GatewayIn, actor: ActorDep, platform: PlatformDep) -> GatewayOut:
-    """Register a gateway's public key to your organisation."""
-    gw = await platform.run(
-        gateways.register_as, actor, PublicKey(bytes.fromhex(body.public_key)), body.name, platform.now()
-    )
+    """Register a gateway's public key to your factory (an admin names the factory)."""
+    key = PublicKey(bytes.fromhex(body.public_key))
+    gw = await platform.run(gateways.register_as, actor, key, body.name, platform.now(), org_id=body.org_id)
     return _gateway(await platform.run(_visible_gateway, actor, gw))
 
 
