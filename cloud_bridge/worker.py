@@ -7,6 +7,7 @@ in front of one database; the compare-and-set on each gateway's head keeps the l
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import ssl
@@ -174,6 +175,9 @@ class IngestWorker:
     async def _greet(self, client: aiomqtt.Client) -> None:
         for topic in (topics.ALL_RECORDS, topics.ALL_REQUESTS):
             await client.subscribe(self.subscription(topic), qos=1, timeout=CONNECT_TIMEOUT_S)
+        # Listening now: gateways that sent records into a broker with no worker on it send them again at once.
+        ready = json.dumps({"at": int(self.platform.now())}).encode()
+        await client.publish(topics.CLOUD_READY, ready, qos=1, retain=False, timeout=CONNECT_TIMEOUT_S)
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         self._live = client

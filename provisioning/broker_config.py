@@ -53,6 +53,8 @@ def acl(platform_identity: str) -> str:
         f"pattern read {cloud}/gw/%u/#\n"
         f"pattern read {gw}/res/#\n"
         f"pattern read {gw}/cmd/#\n"
+        "# The platform's workers' cue that they listen again: send unacked records at once.\n"
+        f"pattern read {topics.CLOUD_READY}\n"
         "# Its Home Assistant discovery configs, in HA's node_id form with the gateway id as node.\n"
         f"pattern write {HA_PREFIX}/+/%u/#\n"
         "# Home Assistant's birth message, the cue to send those configs again (only HA's own user may write it).\n"

@@ -7,10 +7,16 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from rebadge.broker import PrivateBroker, free_port
 
 TASK_GRACE_ROUNDS = 20
+
+# No per-example deadline: on a loaded 2-core machine a garbage collection can pass 200 ms, and a property that
+# failed only on time would be a flaky failure, not a finding. Properties with their own profile keep it.
+settings.register_profile("rebadge", deadline=None)
+settings.load_profile("rebadge")
 
 Broker = PrivateBroker
 __all__ = ["Broker", "free_port"]

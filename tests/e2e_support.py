@@ -47,7 +47,6 @@ from wire.topics import ScanEvent
 REPO = Path(__file__).resolve().parent.parent
 # Bound on any wait for the system to settle (acks, a process starting, a record arriving).
 WAIT_S = 15.0
-AGENT_RESEND_S = 3.0
 # How often polled state (a journal file, a simulated device) is looked at.
 POLL_S = 0.02
 # The agent is killed or stopped within this.
@@ -112,9 +111,6 @@ def agent_settings(
             "port": broker.port,
             "reconnect_min_s": AGENT_RECONNECT_MIN_S,
             "reconnect_max_s": AGENT_RECONNECT_MAX_S,
-            # A batch sent while the worker was still resubscribing after a broker restart is lost with the broker's
-            # session; the agent sends it again after resend_s (30 s by default, past WAIT_S on a loaded machine).
-            "resend_s": AGENT_RESEND_S,
         },
         "line": {
             "radios": ["wifi"],
@@ -234,7 +230,7 @@ class Cloud:
 @asynccontextmanager
 async def running_cloud(
     workdir: Path, broker: PrivateBroker, *, quantity: int = 10, protocols: Sequence[str] = ("wifi",),
-    sweep_s: float = SWEEP_S,
+    sweep_s: float = SWEEP_S, worker_reconnect_s: float = WORKER_RECONNECT_S,
 ) -> AsyncIterator[Cloud]:  # fmt: skip
     """Open the platform, issue one certificate, and run the ingest worker until exit."""
     platform = await Platform.open(workdir / "platform")
@@ -244,7 +240,7 @@ async def running_cloud(
         )
         worker = IngestWorker(
             platform, host=broker.host, port=broker.port,
-            reconnect_min_s=WORKER_RECONNECT_S, reconnect_max_s=WORKER_RECONNECT_S, sweep_s=sweep_s,
+            reconnect_min_s=worker_reconnect_s, reconnect_max_s=worker_reconnect_s, sweep_s=sweep_s,
         )  # fmt: skip
         async with running(worker.run(), "e2e:worker"):
             async with asyncio.timeout(WAIT_S):
@@ -397,11 +393,13 @@ class Line:
 @asynccontextmanager
 async def running_line(
     workdir: Path, broker: PrivateBroker, specs: Sequence[UnitSpec], *, quota: int = 10,
-    mqtt: Mapping[str, Any] | None = None, **debug: float,
+    mqtt: Mapping[str, Any] | None = None, worker_reconnect_s: float = WORKER_RECONNECT_S, **debug: float,
 ) -> AsyncIterator[Line]:  # fmt: skip
     """A whole line: certificate of `quota` slots, one lease of all of them loaded, goods, agent."""
     async with AsyncExitStack() as stack:
-        cloud = await stack.enter_async_context(running_cloud(workdir, broker, quantity=quota))
+        cloud = await stack.enter_async_context(
+            running_cloud(workdir, broker, quantity=quota, worker_reconnect_s=worker_reconnect_s)
+        )
         gateway = Gateway.create(workdir, cloud.issuer, broker, mqtt=mqtt, **debug)
         await load_lease_file(gateway.config, await cloud.lease_bundle(gateway.identity.public))
         goods = await stack.enter_async_context(running_goods(cloud.issuer, specs, gateway.discovery_port))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import getpass
+import json
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -140,6 +141,7 @@ def test_the_acl_confines_each_gateway_to_its_own_topics() -> None:
     assert "pattern write rebadge/v1/gw/%u/#\n" in text
     assert "pattern read rebadge/v1/cloud/gw/%u/#\n" in text
     assert "pattern read rebadge/v1/gw/%u/res/#\n" in text
+    assert "pattern read rebadge/v1/cloud/ready\n" in text
     assert "user rebadge-platform\ntopic read rebadge/v1/gw/+/#\n" in text
     assert "pattern write homeassistant/+/%u/#\n" in text
     assert "pattern readwrite" not in text
@@ -285,6 +287,29 @@ async def test_the_worker_ingests_over_mtls_with_the_platform_identity(site: Sit
     assert isinstance(message.payload, bytes)
     ack = verify(message.payload, Ack, KeyRing([site.platform.issuer.public]))
     assert (ack.gw, ack.seq, ack.head) == (g.gw, len(j.records), j.head)
+
+
+async def test_only_the_platform_tells_gateways_it_is_ready(site: Site) -> None:
+    a, b = await site.enrol("line-a"), await site.enrol("line-b")
+    worker = IngestWorker(
+        site.platform, host="127.0.0.1", port=site.broker.port, tls_context=service_context(site.service_tls),
+        reconnect_min_s=0.05, reconnect_max_s=0.2,
+    )  # fmt: skip
+    async with client(site, a.gw, gateway_context(a)) as gw_a:
+        await gw_a.subscribe(topics.CLOUD_READY, qos=1)
+        async with client(site, b.gw, gateway_context(b)) as gw_b:
+            await gw_b.publish(topics.CLOUD_READY, b"forged", qos=1)  # the ACL drops it
+        task = asyncio.create_task(worker.run())
+        try:
+            async with asyncio.timeout(DELIVERY_TIMEOUT_S):
+                message = await anext(aiter(gw_a.messages))
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    assert isinstance(message.payload, bytes)
+    assert (message.topic.value, message.retain) == (topics.CLOUD_READY, False)
+    assert set(json.loads(message.payload)) == {"at"}
 
 
 def test_an_expired_service_certificate_is_named_and_nothing_connects(site: Site) -> None:

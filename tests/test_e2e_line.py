@@ -29,6 +29,7 @@ from tests.e2e_support import (
     running_goods,
     running_line,
     units,
+    until,
 )
 from tests.helpers import Issuer
 from wire.device import Firmware, Radio
@@ -266,8 +267,7 @@ async def test_silent_devices_leave_slots_in_doubt_and_a_rescan_settles_them(
 
 # The agent's first reconnect attempt comes AGENT_BACK_S/2 to AGENT_BACK_S after it lost the broker; the test
 # starts the broker again well within that, so the platform's worker (retrying every 50 ms) is subscribed first.
-# (The other order is safe too, but costs the agent's resend timer, mqtt.resend_s: records sent before the worker
-# is back are lost to it, and the platform waits at the gap.)
+# The other order is the next test's.
 AGENT_BACK_S = 2.0
 
 
@@ -296,3 +296,28 @@ async def test_every_record_reaches_the_platform_once_across_a_broker_restart(
         assert head == 18  # reserved + confirmed for each unit
         assert uplink.connections == 2
         assert await line.cloud.confirmed_count() == 9
+
+
+# The worker retries the broker this slowly, so the agent (back within 0.4 s) sends into a broker no worker listens on.
+WORKER_BACK_S = 2.0
+
+
+async def test_records_sent_before_the_worker_is_back_are_sent_again_when_it_says_ready(
+    tmp_path: Path, broker: PrivateBroker
+) -> None:
+    specs = units(6)
+    never = {"resend_s": 600.0}  # the resend timer alone would take ten minutes
+    async with running_line(tmp_path, broker, specs, quota=6, mqtt=never, worker_reconnect_s=WORKER_BACK_S) as line:
+        uplink, worker = line.agent.service.uplink, line.cloud.worker
+        assert uplink is not None
+        results = [await line.agent.scan(u.sn) for u in specs[:3]]
+        await line.agent.synced()
+        broker.stop()
+        results += [await line.agent.scan(u.sn) for u in specs[3:]]
+        broker.start()
+        await until(lambda: uplink.connections == 2 and uplink.is_connected, "the agent reconnected")
+        assert not worker.ready.is_set()  # the agent is back first: its records go to no one
+        await line.agent.synced()  # once the worker says it is ready, long before resend_s
+        assert worker.ready.is_set()
+        assert Counter(e.result for e in results) == {Result.CONFIRMED: 6}
+        assert await line.cloud.confirmed_count() == 6

@@ -30,7 +30,7 @@ def placeholders(topic: str) -> str:
 
 
 def made_by_the_code() -> set[str]:
-    made = {topics.ANOMALIES, topics.ack(GW), topics.cert_progress(CERT), topics.progress(GW, CERT)}
+    made = {topics.ANOMALIES, topics.CLOUD_READY, topics.ack(GW), topics.cert_progress(CERT), topics.progress(GW, CERT)}
     made |= {f(GW) for f in (topics.status, topics.records, topics.events, topics.health)}
     for op in operations().values():
         made |= {topics.request(GW, op), topics.response(GW, op), topics.command(GW, op)}

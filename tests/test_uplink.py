@@ -272,6 +272,40 @@ async def test_a_live_ack_short_of_every_batch_out_resends_at_once(gateway: Gate
     assert sender.early_resends == 1
 
 
+async def test_a_worker_saying_ready_resends_what_is_out_at_most_once_per_interval(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("agent.uplink.records.READY_RESEND_MIN_S", 0.5)
+    sent: list[tuple[int, int]] = []
+
+    async def publish(topic: str, payload: bytes) -> None:
+        batch = batch_from_cbor(payload)
+        sent.append((batch.from_seq, batch.from_seq + len(batch.records) - 1))
+
+    sender = RecordSender(
+        gateway.journal, gateway.gw, gateway.sign_checkpoint, gateway.issuer.ring,
+        batch_records=2, max_in_flight=2, resend_after_s=60.0, idle_check_s=60.0,
+    )  # fmt: skip
+    async with running(sender.run(publish), "sender"):
+        sender.platform_ready()  # nothing out: nothing to send again
+        await asyncio.sleep(0.05)
+        assert sent == []
+        await gateway.scan(2)
+        sender.wake()
+        await eventually(lambda: len(sent) == 2)
+        sender.platform_ready()
+        await eventually(lambda: len(sent) == 4)  # long before the 60 s resend timer
+        for _ in range(20):  # a client repeating the cue gets no more
+            sender.platform_ready()
+            await asyncio.sleep(0.005)
+        assert len(sent) == 4
+        await asyncio.sleep(0.5)
+        sender.platform_ready()
+        await eventually(lambda: len(sent) == 6)
+    assert sent == [(1, 2), (3, 4)] * 3
+    assert sender.early_resends == 2
+
+
 # -- dashboards -------------------------------------------------------------------------------------------------
 
 

@@ -2,7 +2,7 @@
 
 Gateway-owned, under `rebadge/v1/gw/{gw}/`: status, records, events, progress/{cert_no}, health, req/{op}
 (answered on res/{op}) and cmd/{op} (commands to the gateway, e.g. a scan). Platform-owned, under
-`rebadge/v1/cloud/`: gw/{gw}/ack, cert/{cert_no}/progress, anomalies.
+`rebadge/v1/cloud/`: gw/{gw}/ack, cert/{cert_no}/progress, anomalies, ready.
 """
 
 from __future__ import annotations
@@ -81,6 +81,9 @@ def cert_progress(cert_no: str) -> str:
 
 
 ANOMALIES = f"{BASE}/cloud/anomalies"
+# Published (not retained) by each platform worker each time it has subscribed: records a gateway sent while no
+# worker listened (a broker restart without persistence) are lost, so gateways send what is unacked again at once.
+CLOUD_READY = f"{BASE}/cloud/ready"
 ALL_RECORDS = f"{BASE}/gw/+/records"
 ALL_REQUESTS = f"{BASE}/gw/+/req/+"
 

@@ -282,7 +282,10 @@ class Uplink:
     async def _greet(self, client: aiomqtt.Client) -> None:
         """Subscribe to acks, answers and commands, then say online (retained) so the will has something to replace."""
         self._protocol = self._protocols[0]
-        wanted = [(topics.ack(self.gw), 1), *((topic, 1) for topic in self._requests.response_topics), (HA_STATUS, 1)]
+        wanted = [
+            (topics.ack(self.gw), 1), *((topic, 1) for topic in self._requests.response_topics),
+            (topics.CLOUD_READY, 1), (HA_STATUS, 1),
+        ]  # fmt: skip
         if self._on_scan is not None:
             wanted.append((topics.command(self.gw, "scan"), 1))
         for topic, qos in wanted:
@@ -357,6 +360,8 @@ class Uplink:
                 await self._records.on_ack(payload, live=not message.retain)
             elif message.topic.value == scan_topic:
                 self._on_command(payload)
+            elif message.topic.value == topics.CLOUD_READY and not message.retain:
+                self._records.platform_ready()
             elif message.topic.value == HA_STATUS and not message.retain:
                 # A retained "online" is old news: the configs went out with this session's start anyway.
                 self._on_home_assistant(payload)

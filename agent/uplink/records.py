@@ -29,6 +29,8 @@ Publish = Callable[[str, bytes], Awaitable[None]]
 SignCheckpoint = Callable[[int, bytes], bytes]
 # How much of a bad payload a log line shows.
 SHOWN_BYTES = 80
+# However often "a worker subscribed" is said (anyone the broker lets publish it can), at most one resend per this.
+READY_RESEND_MIN_S = 2.0
 
 
 class RecordJournal(Protocol):
@@ -85,12 +87,23 @@ class RecordSender:
         self._wake = asyncio.Event()
         self._ack_pulse = asyncio.Event()
         self._waits_at: int | None = None  # the seq a live ack said the platform holds, until the loop looks
+        self._platform_ready = False  # a worker subscribed since the loop last looked
+        self._ready_resend_at: float | None = None  # monotonic time of the last resend a worker's ready started
         self.batches_sent = 0
         self.early_resends = 0
 
     def wake(self) -> None:
         """New records were written, or an ack arrived: look again."""
         self._wake.set()
+
+    def platform_ready(self) -> None:
+        """A platform worker has just subscribed: batches out before it listened may be lost, so send them again.
+
+        Anyone the broker lets publish the cue could repeat it; a resend is harmless (the platform ingests each
+        record once) and happens at most once per READY_RESEND_MIN_S.
+        """
+        self._platform_ready = True
+        self.wake()
 
     async def acked(self) -> int:
         """The highest seq the platform's acks cover."""
@@ -135,6 +148,15 @@ class RecordSender:
                 next_seq = acked + 1
                 waiting_since = time.monotonic()
                 continue
+            ready, self._platform_ready = self._platform_ready, False
+            if in_flight and ready and self._ready_resend_due():
+                log.info("uplink: a platform worker subscribed with %d batch(es) out; sending again from seq %d",
+                         len(in_flight), acked + 1)  # fmt: skip
+                self.early_resends += 1
+                in_flight.clear()
+                next_seq = acked + 1
+                waiting_since = time.monotonic()
+                continue
             waited = time.monotonic() - waiting_since
             if in_flight and waited >= self._resend_after:
                 log.info(
@@ -146,6 +168,14 @@ class RecordSender:
                 continue
             timeout = self._resend_after - waited if in_flight else self._idle_check
             await wait_event(self._wake, max(timeout, 0.0))
+
+    def _ready_resend_due(self) -> bool:
+        now = time.monotonic()
+        if self._ready_resend_at is not None and now - self._ready_resend_at < READY_RESEND_MIN_S:
+            log.debug("uplink: a platform worker subscribed again within %.0f s; not resending", READY_RESEND_MIN_S)
+            return False
+        self._ready_resend_at = now
+        return True
 
     async def _send_batch(self, publish: Publish, next_seq: int) -> int | None:
         """Publish records from `next_seq` as one batch; the last seq sent, or None when there was nothing."""
