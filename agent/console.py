@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.text import Text
 
-from agent.console_view import shown
+from agent.console_view import BADGES, shown
 from mqtt_link import ConnectionState
 from wire.topics import ProgressPayload, Result, ScanEvent
 
@@ -19,20 +19,15 @@ if TYPE_CHECKING:
 STOPPED = "stopped: the agent shut down cleanly and its journal is closed"
 # At ready, the uplink is given this long to connect, so a broker that is there is not reported missing.
 READY_UPLINK_WAIT_S = 3.0
-
-STYLES = {
-    Result.CONFIRMED: ("  OK  ", "bold white on green"),
-    Result.ALREADY_REBADGED: (" DONE ", "bold black on cyan"),
-    Result.REFUSED: ("REFUSED", "bold white on red"),
-    Result.IN_DOUBT: ("RESCAN", "bold black on yellow"),
-}
+# Every word is centred in this many columns, so the SN column never moves.
+WORD_WIDTH = max(len(word) for word, _ in BADGES.values())
 
 
 def event_line(event: ScanEvent) -> Text:
     """A scan's outcome as one styled line."""
-    word, style = STYLES[event.result]
+    word, style = BADGES[event.result]
     line = Text()
-    line.append(f" {word} ", style=style)
+    line.append(f" {word:^{WORD_WIDTH}} ", style=style)
     start = len(line)
     line.append_text(shown(f" {event.sn:<20} "))
     line.stylize("bold", start)

@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agent.plain_words import advice
-from wire.topics import ProgressPayload, Result, ScanEvent
+from wire.topics import RESULT_WORDS, ProgressPayload, Result, ScanEvent
 
 HISTORY_ROWS = 10
 WARNING_ROWS = 5
@@ -31,12 +31,14 @@ IN_DOUBT_ROWS = 10
 BADGE_WIDTH = 9
 SN_WIDTH = 20
 
-BADGES: dict[Result, tuple[str, str]] = {
-    Result.CONFIRMED: ("OK", "bold white on green"),
-    Result.ALREADY_REBADGED: ("DONE", "bold black on cyan"),
-    Result.REFUSED: ("REFUSED", "bold white on red"),
-    Result.IN_DOUBT: ("RESCAN", "bold black on yellow"),
+BADGE_STYLES = {
+    Result.CONFIRMED: "bold white on green",
+    Result.ALREADY_REBADGED: "bold black on cyan",
+    Result.REFUSED: "bold white on red",
+    Result.IN_DOUBT: "bold black on yellow",
 }
+# The words are the ones the web console and dashboards show too (wire.topics.RESULT_WORDS).
+BADGES: dict[Result, tuple[str, str]] = {result: (RESULT_WORDS[result], BADGE_STYLES[result]) for result in Result}
 # Link words a technician reads: up, coming back, or not there.
 CONNECTED, RECONNECTING, DOWN = "connected", "reconnecting", "down"
 LINK_STYLES = {CONNECTED: "green", RECONNECTING: "yellow", DOWN: "bold red"}

@@ -16,7 +16,7 @@ from agent.config import load_config, parse_config
 from agent.console import ScanConsole, event_line
 from agent.errors import ConfigError
 from agent.systemd_notify import Notifier
-from wire.topics import Result, ScanEvent
+from wire.topics import RESULT_WORDS, Result, ScanEvent
 
 
 def test_example_config_is_valid_and_env_overrides_it() -> None:
@@ -62,6 +62,12 @@ def test_screen_shows_an_unmistakable_word_per_outcome() -> None:
     assert "quota exhausted" in text
     assert "RESCAN" in text.splitlines()[2]
     assert event_line(ScanEvent(sn="SN-0004", result=Result.ALREADY_REBADGED)).plain.strip().startswith("DONE")
+
+
+def test_each_line_says_the_word_the_web_console_says_in_one_column() -> None:
+    lines = {r: event_line(ScanEvent(sn="SN-0005", result=r, message="m")).plain for r in Result}
+    assert {r: line.split()[0] for r, line in lines.items()} == RESULT_WORDS
+    assert len({line.index("SN-0005") for line in lines.values()}) == 1  # the SN column never moves
 
 
 def test_systemd_notify_reaches_the_socket(tmp_path: Path) -> None:
