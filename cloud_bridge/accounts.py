@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -223,11 +224,20 @@ async def acting_as(conn: AsyncConnection, account: str) -> Actor:
 
 
 async def bootstrap_admin(conn: AsyncConnection, now: int) -> str | None:
-    """On a platform with no accounts, create the platform organisation and a first admin; return its key."""
+    """On a platform with no accounts, create the platform organisation and a first admin; return its key.
+
+    Two first starts racing on one PostgreSQL database make one admin: the platform organisation's row is the lock
+    (a second insert of it waits for the first and fails), and the accounts are counted only under that lock.
+    """
     if (await conn.execute(select(func.count()).select_from(accounts))).scalar_one() > 0:
         return None
-    org = (await conn.execute(select(organisations.c.id).where(organisations.c.name == PLATFORM_ORG))).first()
-    org_id = org.id if org else await create_org(conn, SYSTEM, PLATFORM_ORG, OrgKind.PLATFORM, now)
+    platform_org = select(organisations.c.id).where(organisations.c.name == PLATFORM_ORG)
+    if (await conn.execute(platform_org)).first() is None:
+        with contextlib.suppress(ConflictError):  # another start made it meanwhile: its row is locked below
+            await create_org(conn, SYSTEM, PLATFORM_ORG, OrgKind.PLATFORM, now)
+    org_id = int((await conn.execute(platform_org.with_for_update())).scalar_one())
+    if (await conn.execute(select(func.count()).select_from(accounts))).scalar_one() > 0:
+        return None  # the other start made the first admin while this one waited
     _, api_key = await create_account(conn, SYSTEM, org_id, BOOTSTRAP_ADMIN, Role.ADMIN, now)
     return api_key
 

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import func, select
 
 from cloud_bridge import accounts
 from cloud_bridge.admin_key import bootstrap_admin_key, renew_admin_key
 from cloud_bridge.errors import AuthenticationError
 from cloud_bridge.platform import Platform
+from cloud_bridge.store.schema import accounts as account_table
 from rebadge.cli import main
 from tests.test_cloud_helpers import fixture_db_url, fixture_pg_database, fixture_pg_run  # noqa: F401  (fixtures)
 
@@ -110,4 +112,19 @@ async def test_renewals_at_once_leave_the_file_with_the_one_key_that_works(db_ur
                 await platform.authenticate(before)
     finally:
         for p in [platform, *others]:
+            await p.close()
+
+
+async def test_first_starts_at_once_make_one_first_admin(db_url: str | None, tmp_path: Path) -> None:
+    """`serve` started several times at once on a new database (each its own Platform): one first admin."""
+    platforms = [await Platform.open(tmp_path / "cloud", db_url=db_url) for _ in range(RACING_RENEWALS)]
+    try:
+        keys = await asyncio.gather(*(p.bootstrap_admin() for p in platforms))
+        made = [k for k in keys if k is not None]
+        assert len(made) == 1, keys
+        assert (await platforms[0].authenticate(made[0])).name == "first admin"
+        async with platforms[0].engine.connect() as conn:
+            assert (await conn.execute(select(func.count()).select_from(account_table))).scalar_one() == 1
+    finally:
+        for p in platforms:
             await p.close()
