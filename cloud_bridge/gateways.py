@@ -245,7 +245,8 @@ async def register_as(
 ) -> str:
     """Register a gateway key to the actor's factory (an admin names it); a key of another factory is refused.
 
-    An admin naming the factory of a gateway that has none (registered by the platform itself) gives it that factory.
+    An admin naming the factory of a gateway that has none (registered by the platform itself, or, before gateways
+    had to belong to a factory, to the admin's own platform organisation) gives it that factory.
     """
     actor.require(Role.ADMIN, Role.FACTORY_ADMIN, Role.TECHNICIAN)
     if len(name) > 128:
@@ -256,7 +257,8 @@ async def register_as(
         return await register(conn, key, name, now, org_id=factory)
     row = await get(conn, owner.gw)
     gw = await register(conn, key, name, now)  # refuses a retired key
-    if row.org_id is None and actor.role == Role.ADMIN:
+    unowned = row.org_id is None or (await accounts.get_org(conn, row.org_id)).kind != accounts.OrgKind.FACTORY
+    if unowned and actor.role == Role.ADMIN:
         await conn.execute(update(gateways).where(gateways.c.gw == gw).values(org_id=factory))
         log.info("gateway %s given to factory %d by %s", gw, factory, actor.name)
     elif row.org_id != factory:

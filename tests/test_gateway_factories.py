@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from cloud_bridge import certificates, gateways, leases
+from cloud_bridge import accounts, certificates, gateways, leases
 from cloud_bridge.accounts import SYSTEM
 from cloud_bridge.errors import ConflictError
 from cloud_bridge.platform import Platform
@@ -86,6 +86,12 @@ async def test_an_admin_gives_a_gateway_of_no_factory_to_one_and_then_cannot_mov
     with pytest.raises(ConflictError, match=f"belongs to organisation {org1}, not {org2}"):
         await platform.run(gateways.register_as, SYSTEM, j.key.public, "", T0, org_id=org2)
     assert (await _ask(platform, j, f2.cert_no))[0] == AnswerCode.NOT_FOUND
+    # A gateway an admin once registered to the platform's own organisation is given to a factory the same way.
+    legacy = Journal()
+    staff_org = await platform.run(accounts.create_org, SYSTEM, "platform staff", accounts.OrgKind.PLATFORM, T0)
+    old_gw = await platform.run(gateways.register, legacy.key.public, "", T0, org_id=staff_org)
+    assert await platform.run(gateways.register_as, SYSTEM, legacy.key.public, "", T0, org_id=org2) == old_gw
+    assert (await _ask(platform, legacy, f2.cert_no))[0] == AnswerCode.OK
 
 
 async def test_registering_a_gateway_over_http_names_its_factory(world: World) -> None:
