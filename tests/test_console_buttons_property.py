@@ -33,6 +33,7 @@ from cloud_bridge.order_states import OrderAction
 from cloud_bridge.orders import PayMethod
 from cloud_bridge.platform import Platform
 from cloud_bridge.products import Changes, FirmwareKind, Spec, Stage
+from tests.console_login import log_in
 from tests.orders_support import FACTORY, MASS_PID, OLD_PID, draft, make_shop
 
 PASSWORD = "a console password for tests"
@@ -100,7 +101,7 @@ async def _people(world: World) -> None:
         await world.run(logins.set_password, SYSTEM, account_id, PASSWORD)
         world.actors[name] = await platform.authenticate(key)
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://console.test")
-        answer = await client.post("/console/login", data={"username": name, "password": PASSWORD})
+        answer = await log_in(client, name, PASSWORD)
         assert answer.status_code == 303, answer.text
         world.clients[name] = client
 
@@ -225,7 +226,7 @@ async def _shop_world(data_dir: Path) -> World:
             assert actor.account_id is not None
             await world.run(logins.set_password, SYSTEM, actor.account_id, PASSWORD)
             client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://console.test")
-            answer = await client.post("/console/login", data={"username": name, "password": PASSWORD})
+            answer = await log_in(client, name, PASSWORD)
             assert answer.status_code == 303, answer.text
             world.clients[name] = client
         world.actors = dict(shop.actors)

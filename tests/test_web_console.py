@@ -16,7 +16,9 @@ import pytest_asyncio
 from click.testing import CliRunner, Result
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from cloud_bridge.console.auth import COOKIE, CSRF_FIELD
 from rebadge.cli import main
+from tests.console_login import form_token
 from tests.console_support import (
     CHROMIUM,
     PASSWORD,
@@ -252,12 +254,17 @@ def _login_cookie(site: Site, headers: dict[str, str]) -> str:
     host, port = site.url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=10)
     try:
-        body = urllib.parse.urlencode({"username": "tom-technician", "password": PASSWORD})
-        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        connection.request("GET", "/console/login", headers=headers)
+        page = connection.getresponse()
+        login_cookie = (page.getheader("set-cookie") or "").split(";")[0]
+        token = form_token(page.read().decode())
+        body = urllib.parse.urlencode({"username": "tom-technician", "password": PASSWORD, CSRF_FIELD: token})
+        form = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": login_cookie}
         connection.request("POST", "/console/login", body, form | headers)
         answer = connection.getresponse()
         assert answer.status == 303
-        return answer.getheader("set-cookie") or ""
+        session = [c for c in answer.headers.get_all("set-cookie") or [] if c.startswith(f"{COOKIE}=")]
+        return session[0]
     finally:
         connection.close()
 

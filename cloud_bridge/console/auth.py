@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hmac
+import re
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -20,6 +22,11 @@ COOKIE = "rebadge_session"
 COOKIE_PATH = "/console"
 CSRF_FIELD = "csrf"
 CSRF_REFUSED = "this form's CSRF token is missing or wrong (an old page, or another site's form); reload and try again"
+# Before there is a session, the login form's token is a cookie of its own, posted back in the form.
+LOGIN_COOKIE = "rebadge_login"
+LOGIN_COOKIE_VALID_S = 3600
+LOGIN_TOKEN_BYTES = 32
+LOGIN_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")  # token_urlsafe(32)
 # Failed logins per user name within the window before that name is refused for the rest of it.
 MAX_FAILED_LOGINS = 5
 FAILED_LOGIN_WINDOW_S = 300.0
@@ -57,6 +64,27 @@ async def checked_form(request: Request, session: Session) -> FormData:
     if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), session.csrf.encode()):
         raise PermissionDeniedError(CSRF_REFUSED)
     return form
+
+
+def login_token(request: Request) -> str:
+    """The login form's CSRF token: the browser's own login cookie when it has a well-formed one, else a new one."""
+    held = request.cookies.get(LOGIN_COOKIE, "")
+    return held if LOGIN_TOKEN.fullmatch(held) else secrets.token_urlsafe(LOGIN_TOKEN_BYTES)
+
+
+def set_login_cookie(request: Request, response: Any, token: str) -> None:
+    """The login form's token as a cookie (double submit): another site's form can post neither it nor the field."""
+    response.set_cookie(
+        LOGIN_COOKIE, token, max_age=LOGIN_COOKIE_VALID_S, path=COOKIE_PATH, httponly=True, samesite="strict",
+        secure=request.url.scheme == "https",
+    )  # fmt: skip
+
+
+def check_login_form(request: Request, form: FormData) -> None:
+    """PermissionDeniedError unless the login form carries the token its login cookie holds."""
+    sent, held = form.get(CSRF_FIELD), request.cookies.get(LOGIN_COOKIE)
+    if not isinstance(sent, str) or not held or not hmac.compare_digest(sent.encode(), held.encode()):
+        raise PermissionDeniedError(CSRF_REFUSED)
 
 
 def set_cookie(request: Request, response: Any, token: str) -> None:

@@ -2,49 +2,69 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Request
 from fastapi.responses import Response
 
 from cloud_bridge import logins
 from cloud_bridge.console.auth import (
     COOKIE,
+    COOKIE_PATH,
+    LOGIN_COOKIE,
+    check_login_form,
     checked_form,
     clear_cookie,
+    login_token,
     platform_of,
     session_of,
     set_cookie,
+    set_login_cookie,
     throttle_of,
 )
 from cloud_bridge.console.rendering import ConsolePage, nav_of, page_router, render, see_other
-from cloud_bridge.errors import AuthenticationError
+from cloud_bridge.errors import AuthenticationError, PermissionDeniedError
 
 router = page_router()
+
+
+def login_form(request: Request, *, status: int = 200, **context: Any) -> Response:
+    """The login form, with its CSRF token in a hidden field and in the login cookie."""
+    token = login_token(request)
+    response = render(request, "login.html", None, status=status, login_csrf=token, **context)
+    set_login_cookie(request, response, token)
+    return response
 
 
 @router.get("/login")
 async def login_page(request: Request) -> Response:
     """The login form."""
-    return render(request, "login.html", None)
+    return login_form(request)
 
 
 @router.post("/login")
 async def login(request: Request) -> Response:
-    """Check the user name and password; a session cookie on success."""
+    """Check the form's token, then the user name and password; a session cookie on success."""
     platform, throttle = platform_of(request), throttle_of(request)
     form = await request.form()
     name, password = str(form.get("username", "")), str(form.get("password", ""))
     try:
+        check_login_form(request, form)
+    except PermissionDeniedError as exc:  # nothing is tried or counted: it may not be this user's browser at all
+        return login_form(request, status=403, error=str(exc), username=name)
+    try:
         throttle.check(name)
     except AuthenticationError as exc:  # not counted again: the lockout runs from the failures themselves
-        return render(request, "login.html", None, status=429, error=str(exc), username=name)
+        return login_form(request, status=429, error=str(exc), username=name)
     try:
         token, _ = await platform.run(logins.log_in, name, password, platform.now())
     except AuthenticationError as exc:
         throttle.failed(name)
-        return render(request, "login.html", None, status=401, error=str(exc), username=name)
+        return login_form(request, status=401, error=str(exc), username=name)
     throttle.succeeded(name)
     response = see_other("/")
     set_cookie(request, response, token)
+    response.delete_cookie(LOGIN_COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
     return response
 
 
@@ -55,7 +75,7 @@ async def logout(request: Request) -> Response:
     await checked_form(request, session)
     platform = platform_of(request)
     await platform.run(logins.log_out, request.cookies.get(COOKIE))
-    response = render(request, "login.html", None, notice="you are logged out")
+    response = login_form(request, notice="you are logged out")
     clear_cookie(response)
     return response
 

@@ -20,7 +20,7 @@ from cloud_bridge.console import (
     replace_pages,
 )
 from cloud_bridge.console.auth import LoginRequiredError, LoginThrottle, clear_cookie
-from cloud_bridge.console.rendering import HERE, PREFIX, ConsolePage, render
+from cloud_bridge.console.rendering import HERE, PREFIX, ConsolePage
 
 PAGES: tuple[ConsolePage, ...] = (
     login_pages.PAGE,
@@ -62,7 +62,7 @@ class SecurityHeaders:
 
 async def _login_required(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LoginRequiredError)
-    response = render(request, "login.html", None, status=401, error=exc.message)
+    response = login_pages.login_form(request, status=401, error=exc.message)
     clear_cookie(response)
     return response
 
