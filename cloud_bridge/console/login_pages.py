@@ -28,10 +28,11 @@ from cloud_bridge.errors import AuthenticationError, PermissionDeniedError
 router = page_router()
 
 
-def login_form(request: Request, *, status: int = 200, **context: Any) -> Response:
-    """The login form, with its CSRF token in a hidden field and in the login cookie."""
+def login_form(request: Request, template: str = "login.html", *, status: int = 200, **context: Any) -> Response:
+    """A page with the login form (the login page, or one asking to log in first), its CSRF token in a hidden field
+    and in the login cookie."""
     token = login_token(request)
-    response = render(request, "login.html", None, status=status, login_csrf=token, **context)
+    response = render(request, template, None, status=status, login_csrf=token, **context)
     set_login_cookie(request, response, token)
     return response
 

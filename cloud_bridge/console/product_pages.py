@@ -18,6 +18,7 @@ from cloud_bridge import accounts, oem, products
 from cloud_bridge.accounts import Actor, Role
 from cloud_bridge.api import product_routes
 from cloud_bridge.api.product_routes import OemLinkIn, ProductEdit, RedeemIn, StageIn
+from cloud_bridge.console import login_pages
 from cloud_bridge.console.auth import LoginRequiredError, checked_form, platform_of, session_of
 from cloud_bridge.console.rendering import (
     PREFIX,
@@ -250,7 +251,7 @@ async def redeem_page(request: Request) -> Response:
     try:
         session = await session_of(request)
     except LoginRequiredError as exc:
-        return render(request, "redeem.html", None, status=401, error=exc.message, login_first=True)
+        return login_pages.login_form(request, "redeem.html", status=401, error=exc.message, login_first=True)
     return render(request, "redeem.html", session, **_redeem_context())
 
 
