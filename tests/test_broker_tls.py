@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import getpass
 import json
@@ -125,6 +126,22 @@ def client(
     return aiomqtt.Client(
         "127.0.0.1", port or site.broker.port, identifier=identifier, tls_context=context, timeout=timeout
     )
+
+
+@contextlib.asynccontextmanager
+async def running_worker(site: Site) -> AsyncIterator[IngestWorker]:
+    """The real ingest worker with the platform's identity, as `rebadge cloud worker --mqtt-ca/...` builds it."""
+    worker = IngestWorker(
+        site.platform, host="127.0.0.1", port=site.broker.port, tls_context=service_context(site.service_tls),
+        reconnect_min_s=0.05, reconnect_max_s=0.2,
+    )  # fmt: skip
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
 
 def gateway_context(g: Gateway) -> ssl.SSLContext:
@@ -276,13 +293,7 @@ async def test_the_worker_ingests_over_mtls_with_the_platform_identity(site: Sit
                                                     quantity=5)  # fmt: skip
     lease, _, _ = await site.platform.issue_lease(cert.cert_no, j.key.public, 2)
     j.confirm(lease.lease_id, 0, "SN0001")
-    tls = service_context(site.service_tls)
-    worker = IngestWorker(
-        site.platform, host="127.0.0.1", port=site.broker.port, tls_context=tls, reconnect_min_s=0.05,
-        reconnect_max_s=0.2,
-    )  # fmt: skip
-    task = asyncio.create_task(worker.run())
-    try:
+    async with running_worker(site) as worker:
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
             await worker.ready.wait()
         async with client(site, g.gw, gateway_context(g)) as gw:
@@ -290,10 +301,6 @@ async def test_the_worker_ingests_over_mtls_with_the_platform_identity(site: Sit
             await gw.publish(topics.records(g.gw), j.batch(), qos=1)
             async with asyncio.timeout(DELIVERY_TIMEOUT_S):
                 message = await anext(aiter(gw.messages))
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
     assert isinstance(message.payload, bytes)
     ack = verify(message.payload, Ack, KeyRing([site.platform.issuer.public]))
     assert (ack.gw, ack.seq, ack.head) == (g.gw, len(j.records), j.head)
@@ -301,22 +308,12 @@ async def test_the_worker_ingests_over_mtls_with_the_platform_identity(site: Sit
 
 async def test_only_the_platform_tells_gateways_it_is_ready(site: Site) -> None:
     a, b = await site.enrol("line-a"), await site.enrol("line-b")
-    worker = IngestWorker(
-        site.platform, host="127.0.0.1", port=site.broker.port, tls_context=service_context(site.service_tls),
-        reconnect_min_s=0.05, reconnect_max_s=0.2,
-    )  # fmt: skip
     async with client(site, a.gw, gateway_context(a)) as gw_a:
         await gw_a.subscribe(topics.CLOUD_READY, qos=1)
         async with client(site, b.gw, gateway_context(b)) as gw_b:
             await gw_b.publish(topics.CLOUD_READY, b"forged", qos=1)  # the ACL drops it
-        task = asyncio.create_task(worker.run())
-        try:
-            async with asyncio.timeout(DELIVERY_TIMEOUT_S):
-                message = await anext(aiter(gw_a.messages))
-        finally:
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+        async with running_worker(site), asyncio.timeout(DELIVERY_TIMEOUT_S):
+            message = await anext(aiter(gw_a.messages))
     assert isinstance(message.payload, bytes)
     assert (message.topic.value, message.retain) == (topics.CLOUD_READY, False)
     assert set(json.loads(message.payload)) == {"at"}

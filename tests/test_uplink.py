@@ -218,8 +218,10 @@ async def test_broker_restart_loses_no_record(broker: Broker, gateway: Gateway) 
     assert platform.head_seq == head
 
 
-async def test_sender_keeps_a_bounded_window_and_resends_without_acks(gateway: Gateway) -> None:
-    await gateway.scan(5)
+def recording_sender(
+    gateway: Gateway, *, resend_after_s: float, idle_check_s: float
+) -> tuple[RecordSender, Callable[[str, bytes], Awaitable[None]], list[tuple[int, int]]]:
+    """A sender of two-record batches, two out at most; its publish function and the (from, to) seqs it sent."""
     sent: list[tuple[int, int]] = []
 
     async def publish(topic: str, payload: bytes) -> None:
@@ -228,8 +230,14 @@ async def test_sender_keeps_a_bounded_window_and_resends_without_acks(gateway: G
 
     sender = RecordSender(
         gateway.journal, gateway.gw, gateway.sign_checkpoint, gateway.issuer.ring,
-        batch_records=2, max_in_flight=2, resend_after_s=0.3, idle_check_s=5.0,
+        batch_records=2, max_in_flight=2, resend_after_s=resend_after_s, idle_check_s=idle_check_s,
     )  # fmt: skip
+    return sender, publish, sent
+
+
+async def test_sender_keeps_a_bounded_window_and_resends_without_acks(gateway: Gateway) -> None:
+    await gateway.scan(5)
+    sender, publish, sent = recording_sender(gateway, resend_after_s=0.3, idle_check_s=5.0)
     async with running(sender.run(publish), "sender"):
         await asyncio.sleep(0.15)
         assert sent == [(1, 2), (3, 4)]  # two batches out, then it waits for an ack
@@ -244,16 +252,7 @@ async def test_sender_keeps_a_bounded_window_and_resends_without_acks(gateway: G
 
 async def test_a_live_ack_short_of_every_batch_out_resends_at_once(gateway: Gateway) -> None:
     await gateway.scan(5)
-    sent: list[tuple[int, int]] = []
-
-    async def publish(topic: str, payload: bytes) -> None:
-        batch = batch_from_cbor(payload)
-        sent.append((batch.from_seq, batch.from_seq + len(batch.records) - 1))
-
-    sender = RecordSender(
-        gateway.journal, gateway.gw, gateway.sign_checkpoint, gateway.issuer.ring,
-        batch_records=2, max_in_flight=2, resend_after_s=60.0, idle_check_s=60.0,
-    )  # fmt: skip
+    sender, publish, sent = recording_sender(gateway, resend_after_s=60.0, idle_check_s=60.0)
     head_2 = (await gateway.journal.pending(1, 1))[0].digest()
 
     def ack(at: int) -> bytes:
@@ -276,16 +275,7 @@ async def test_a_worker_saying_ready_resends_what_is_out_at_most_once_per_interv
     gateway: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("agent.uplink.records.READY_RESEND_MIN_S", 0.5)
-    sent: list[tuple[int, int]] = []
-
-    async def publish(topic: str, payload: bytes) -> None:
-        batch = batch_from_cbor(payload)
-        sent.append((batch.from_seq, batch.from_seq + len(batch.records) - 1))
-
-    sender = RecordSender(
-        gateway.journal, gateway.gw, gateway.sign_checkpoint, gateway.issuer.ring,
-        batch_records=2, max_in_flight=2, resend_after_s=60.0, idle_check_s=60.0,
-    )  # fmt: skip
+    sender, publish, sent = recording_sender(gateway, resend_after_s=60.0, idle_check_s=60.0)
     async with running(sender.run(publish), "sender"):
         sender.platform_ready()  # nothing out: nothing to send again
         await asyncio.sleep(0.05)
