@@ -21,6 +21,7 @@ from agent.scanners.keyboard import read_keyboard
 from agent.scanners.keymap import US_LAYOUT, Key, KeyDecoder
 from agent.scanners.lines import MAX_SN_LINE, LineAssembler
 from agent.scanners.serial_port import read_serial
+from tests.uplink_support import running
 from wire.refusals import RefusalReason
 from wire.topics import Result, ScanEvent
 
@@ -71,17 +72,6 @@ async def dispatching(
     task = asyncio.create_task(dispatcher.run(), name="test dispatcher")
     try:
         yield dispatcher
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-@contextlib.asynccontextmanager
-async def running(coro: object, name: str) -> AsyncIterator[asyncio.Task[None]]:
-    task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
-    try:
-        yield task
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
